@@ -1,0 +1,281 @@
+"""Read and write aecli checkpoints. The format is documented in docs/checkpoint-format.md.
+
+Every check runs on the raw header before any tensor is read or any model is built, so a hostile
+file costs bounded time and memory and can never choose what code runs: the family name is a key
+into the registry, the config goes through the family's dataclass and its validation.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aecli.atomic import atomic_path
+from aecli.data.spec import DataSpec
+from aecli.errors import CheckpointError, UsageError
+
+if TYPE_CHECKING:
+    import torch
+
+    from aecli.models.base import Autoencoder
+
+FORMAT_NAME = "aecli-checkpoint"
+FORMAT_VERSION = 1
+MODEL_PREFIX = "model."
+EMA_PREFIX = "ema."
+MAX_HEADER_BYTES = 16 * 1024 * 1024  # real headers are a few hundred KB at most
+MAX_JSON_DEPTH = 32
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+                "U8": 1, "BOOL": 1}
+
+
+@dataclass
+class CheckpointHeader:
+    """Everything in a checkpoint except the tensor data."""
+
+    path: Path
+    family: str
+    config: dict[str, Any]
+    data: DataSpec
+    training: dict[str, Any]
+    format_version: int
+    metadata: dict[str, str]
+    tensors: dict[str, dict[str, Any]]  # name -> {"dtype", "shape", "data_offsets"}
+    file_size: int
+
+    @property
+    def has_ema(self) -> bool:
+        return any(k.startswith(EMA_PREFIX) for k in self.tensors)
+
+    @property
+    def parameter_count(self) -> int:
+        n = 0
+        for name, info in self.tensors.items():
+            if name.startswith(MODEL_PREFIX) and not name.endswith("num_batches_tracked"):
+                count = 1
+                for d in info["shape"]:
+                    count *= d
+                n += count
+        return n
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: Autoencoder
+    header: CheckpointHeader
+    data: DataSpec = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.data = self.header.data
+
+
+def _json_depth(obj: Any, depth: int = 0) -> int:
+    if depth > MAX_JSON_DEPTH:
+        return depth
+    if isinstance(obj, dict):
+        return max([_json_depth(v, depth + 1) for v in obj.values()] or [depth + 1])
+    if isinstance(obj, list):
+        return max([_json_depth(v, depth + 1) for v in obj] or [depth + 1])
+    return depth
+
+
+def _parse_json(path: Path, key: str, text: str | None, required: bool = True) -> Any:
+    if text is None:
+        if required:
+            raise CheckpointError(f"{path}: checkpoint metadata has no {key!r} entry; "
+                                  "the file was not written by aecli or was edited")
+        return {}
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError):
+        raise CheckpointError(f"{path}: checkpoint metadata {key!r} is not valid JSON; "
+                              "the file is corrupt or was edited") from None
+    if _json_depth(value) > MAX_JSON_DEPTH:
+        raise CheckpointError(f"{path}: checkpoint metadata {key!r} is nested too deeply")
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: checkpoint metadata {key!r} must be a JSON object")
+    return value
+
+
+def read_header(path: str | os.PathLike[str]) -> CheckpointHeader:
+    """Parse and validate a checkpoint's header without reading tensor data."""
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"checkpoint {p} does not exist; check the path")
+    if p.is_dir():
+        raise CheckpointError(f"{p} is a folder; give a .safetensors file inside it (e.g. {p}/best.safetensors)")
+    size = p.stat().st_size
+    not_st = f"{p} is not a safetensors file"
+    with open(p, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{not_st} (only {size} bytes); give an aecli .safetensors checkpoint")
+        (n,) = struct.unpack("<Q", head)
+        if n > MAX_HEADER_BYTES:
+            raise CheckpointError(f"{not_st} (header length {n} is implausible); "
+                                  "give an aecli .safetensors checkpoint")
+        if n > size - 8:
+            raise CheckpointError(f"{p} is truncated (header needs {n} bytes, file has {size - 8}); "
+                                  "re-copy or re-download it")
+        raw = fh.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        raise CheckpointError(f"{not_st} (its header is not JSON); give an aecli .safetensors checkpoint") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{not_st} (its header is not a JSON object)")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{p}: safetensors metadata must map strings to strings")
+    data_len = size - 8 - n
+    for name, info in header.items():
+        try:
+            dtype, shape, (start, end) = info["dtype"], info["shape"], info["data_offsets"]
+            ok = (dtype in _DTYPE_BYTES and isinstance(shape, list)
+                  and all(isinstance(d, int) and d >= 0 for d in shape)
+                  and isinstance(start, int) and isinstance(end, int) and 0 <= start <= end)
+        except (KeyError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise CheckpointError(f"{p}: tensor entry {name!r} in the header is malformed; the file is corrupt")
+        count = 1
+        for d in shape:
+            count *= d
+        if count * _DTYPE_BYTES[dtype] != end - start:
+            raise CheckpointError(f"{p}: tensor {name!r} has shape {shape} but {end - start} bytes; the file is corrupt")
+        if end > data_len:
+            raise CheckpointError(f"{p} is truncated (tensor {name!r} ends past the end of the file); "
+                                  "re-copy or re-download it")
+    if metadata.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{p} is a safetensors file but not an aecli checkpoint (no aecli metadata); "
+                              "only files written by `aecli train` can be loaded")
+    try:
+        version = int(metadata.get("format_version", ""))
+    except ValueError:
+        raise CheckpointError(f"{p}: format_version {metadata.get('format_version')!r} is not a number") from None
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{p} uses checkpoint format version {version}, newer than this aecli reads "
+                              f"({FORMAT_VERSION}); upgrade aecli (pip install -U aecli)")
+    if version < 1:
+        raise CheckpointError(f"{p}: format_version {version} is invalid")
+    family = metadata.get("family")
+    if not family:
+        raise CheckpointError(f"{p}: checkpoint metadata has no 'family' entry; the file was edited or is corrupt")
+    config = _parse_json(p, "config", metadata.get("config"))
+    data = _parse_json(p, "data", metadata.get("data"))
+    training = _parse_json(p, "training", metadata.get("training"), required=False)
+    try:
+        spec = DataSpec.from_dict(data)
+        if not isinstance(spec.image_size, int) or not isinstance(spec.channels, int):
+            raise TypeError
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{p}: checkpoint metadata 'data' is malformed (needs image_size, channels)") from None
+    return CheckpointHeader(path=p, family=family, config=config, data=spec, training=training,
+                            format_version=version, metadata=metadata, tensors=header, file_size=size)
+
+
+def build_from_header(header: CheckpointHeader) -> Autoencoder:
+    """Build the (untrained) model a header describes, only from registered families."""
+    from aecli.models.registry import create_model, list_models
+
+    if header.family not in list_models():
+        raise CheckpointError(f"{header.path}: unknown model family {header.family!r}; this aecli knows "
+                              f"{', '.join(list_models())} (a newer aecli may know it)")
+    try:
+        return create_model(header.family, **header.config)
+    except UsageError as exc:
+        raise CheckpointError(f"{header.path}: invalid model config in checkpoint: {exc}") from None
+
+
+def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu",
+               ema: bool = False) -> LoadedCheckpoint:
+    """Rebuild the exact model a checkpoint describes, in eval mode, on ``device``.
+
+    ``ema=True`` loads the EMA weights when the file has them (an error otherwise).
+    """
+    import torch
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    header = read_header(path)
+    model = build_from_header(header)
+    prefix = EMA_PREFIX if ema else MODEL_PREFIX
+    if ema and not header.has_ema:
+        raise CheckpointError(f"{header.path} has no EMA weights; drop --ema or train with --ema DECAY")
+    expected = model.state_dict()
+    found = {k[len(prefix):]: v for k, v in header.tensors.items() if k.startswith(prefix)}
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"missing tensors {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
+        if unexpected:
+            parts.append(f"unexpected tensors {', '.join(unexpected[:5])}{' …' if len(unexpected) > 5 else ''}")
+        raise CheckpointError(f"{header.path}: weights do not match the {header.family} config "
+                              f"({'; '.join(parts)}); the file is corrupt or was edited")
+    for name, tensor in expected.items():
+        shape = list(found[name]["shape"])
+        if shape != list(tensor.shape):
+            raise CheckpointError(f"{header.path}: tensor {name!r} has shape {shape}, the config needs "
+                                  f"{list(tensor.shape)}; the file is corrupt or was edited")
+    try:
+        tensors = load_file(str(header.path), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{header.path}: cannot read tensors ({exc}); the file is corrupt") from None
+    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    for name, tensor in expected.items():
+        if state[name].dtype != tensor.dtype and not (tensor.is_floating_point() and state[name].is_floating_point()):
+            raise CheckpointError(f"{header.path}: tensor {name!r} has dtype {state[name].dtype}, "
+                                  f"expected {tensor.dtype}; the file is corrupt or was edited")
+    model.load_state_dict(state, strict=True)
+    model.to(torch.device(device) if isinstance(device, str) else device)
+    model.eval()
+    return LoadedCheckpoint(model=model, header=header)
+
+
+def _tensor_dict(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # clone(): safetensors refuses tensors that share storage (tied weights, views).
+    return {prefix + k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+
+
+def save_model(path: str | os.PathLike[str], model: Autoencoder, data: DataSpec,
+               training: dict[str, Any] | None = None,
+               ema_state: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write ``model`` (and optional EMA weights) as an aecli checkpoint, atomically."""
+    import torch
+    from safetensors.torch import save_file
+
+    import aecli
+
+    tensors = _tensor_dict(MODEL_PREFIX, model.state_dict())
+    if ema_state is not None:
+        tensors.update(_tensor_dict(EMA_PREFIX, ema_state))
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "family": model.family,
+        "config": json.dumps(model.config.to_dict()),
+        "data": json.dumps(data.to_dict()),
+        "training": json.dumps(training or {}),
+        "aecli_version": aecli.__version__,
+        "torch_version": torch.__version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return Path(path)
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -1,0 +1,67 @@
+"""`aecli info CKPT`: what a checkpoint holds, without building the model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from aecli.commands._common import handle_errors
+
+
+def checkpoint_info(path: Path) -> dict[str, Any]:
+    """Library entry point: a JSON-able summary of a checkpoint.
+
+    The model is rebuilt and its weights checked, so every way a file can be broken is reported here.
+    """
+    from aecli.checkpoint.format import file_sha256, load_model
+
+    header = load_model(path, "cpu").header
+    return {
+        "path": str(path),
+        "family": header.family,
+        "format_version": header.format_version,
+        "config": header.config,
+        "data": header.data.to_dict(),
+        "training": header.training,
+        "parameters": header.parameter_count,
+        "has_ema": header.has_ema,
+        "file_size": header.file_size,
+        "sha256": file_sha256(path),
+        "aecli_version": header.metadata.get("aecli_version", ""),
+        "torch_version": header.metadata.get("torch_version", ""),
+        "created": header.metadata.get("created", ""),
+    }
+
+
+@handle_errors
+def info(
+    checkpoint: Annotated[Path, typer.Argument(help="An aecli .safetensors checkpoint.")],
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
+) -> None:
+    """Show a checkpoint's family, config, data spec, training summary, size and SHA-256."""
+    summary = checkpoint_info(checkpoint)
+    if json_out:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=str(checkpoint), show_header=False)
+    table.add_column("key", style="bold")
+    table.add_column("value", overflow="fold")
+    for key in ("family", "format_version", "parameters", "has_ema", "file_size", "sha256",
+                "aecli_version", "torch_version", "created"):
+        value = summary[key]
+        table.add_row(key, f"{value:,}" if key in ("parameters", "file_size") else str(value))
+    for section in ("config", "data", "training"):
+        for key, value in summary[section].items():
+            table.add_row(f"{section}.{key}", json.dumps(value) if not isinstance(value, str) else value)
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("info")(info)

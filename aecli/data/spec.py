@@ -1,0 +1,39 @@
+"""What a model expects of its input images; stored in every checkpoint."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class DataSpec:
+    image_size: int
+    channels: int
+    value_range: tuple[float, float] = (-1.0, 1.0)  # pixel values the model sees, [lo, hi]
+    class_names: list[str] = field(default_factory=list)  # empty when unlabeled
+    source: str = ""  # where the training data came from (path or dataset name), informative only
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["value_range"] = list(self.value_range)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DataSpec":
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in d.items() if k in names}
+        if "value_range" in kwargs:
+            kwargs["value_range"] = tuple(float(v) for v in kwargs["value_range"])
+        return cls(**kwargs)
+
+    def to_model_range(self, x01: "Any") -> "Any":
+        """Map images in [0, 1] to the model's range."""
+        lo, hi = self.value_range
+        return x01 * (hi - lo) + lo
+
+    def to_unit_range(self, x: "Any") -> "Any":
+        """Map model-range images back to [0, 1] (clamped), e.g. for PNGs and metrics."""
+        lo, hi = self.value_range
+        return ((x - lo) / (hi - lo)).clamp(0.0, 1.0)
