@@ -1,0 +1,46 @@
+"""Shared test helpers. Other test modules do ``from conftest import tiny_kwargs, tiny_model``.
+
+``tiny_kwargs`` gives the smallest sensible config of every family so tests over all families stay
+fast on a shared 2-core CPU. A family missing here still gets its defaults (plus size and channels),
+so a newly registered family is exercised by the generic loops at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+_RESNET = {"widths": (8, 8, 16, 16, 16), "latent_dim": 16}
+
+TINY: dict[str, dict[str, Any]] = {
+    "mlp-ae": {"hidden": (16,), "latent_dim": 4},
+    "conv-ae": {"widths": (4, 8), "latent_dim": 8},
+    "conv-vae": {"widths": (4, 8), "latent_dim": 8},
+    "flow-vae": {"widths": (4, 8), "latent_dim": 8, "flows": 2},
+    "lstm-ae": {"hidden": 8, "latent_dim": 4},
+    "gru-vae": {"hidden": 8, "fc_hidden": 16, "latent_dim": 4, "decoder_channels": (8, 4)},
+    "gan": {"latent_dim": 8, "g_hidden": (16, 32), "d_hidden": (32, 16)},
+    "skip-ae": {"base_channels": 8, "latent_dim": 16},
+    "resnet-ae": dict(_RESNET),
+    "resnet-vae": dict(_RESNET),
+    "resnet-attn-ae": {**_RESNET, "heads": 2},
+}
+
+
+def tiny_kwargs(family: str, image_size: int = 32, channels: int = 1) -> dict[str, Any]:
+    """Smallest sensible options for ``family`` at ``image_size`` px with ``channels`` channels."""
+    return {**TINY.get(family, {}), "image_size": image_size, "channels": channels}
+
+
+def tiny_size(family: str, candidates: tuple[int, ...] = (28, 32)) -> int:
+    """The first of ``candidates`` the tiny ``family`` accepts (28 px for MNIST-like data when it can)."""
+    from aecli.models import make_config
+
+    valid = make_config(family, **tiny_kwargs(family)).valid_sizes()
+    return next(s for s in candidates if s in valid)
+
+
+def tiny_model(family: str, image_size: int = 32, channels: int = 1, **overrides: Any):
+    """Build the tiny ``family`` model; ``overrides`` replace or add options (e.g. num_classes=3)."""
+    from aecli.models import create_model
+
+    return create_model(family, **{**tiny_kwargs(family, image_size, channels), **overrides})
