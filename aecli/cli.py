@@ -11,7 +11,7 @@ import typer
 import aecli
 
 # Order here is the order in `aecli --help`.
-COMMANDS = ["models", "info"]
+COMMANDS = ["models", "info", "train"]
 
 app = typer.Typer(
     name="aecli",

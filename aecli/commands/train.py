@@ -1,0 +1,179 @@
+"""`aecli train FAMILY`: thin CLI over aecli.training.train."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from aecli.commands._common import (
+    PANEL_DATA,
+    PANEL_LOSS,
+    PANEL_MODEL,
+    PANEL_OUTPUT,
+    PANEL_RUNTIME,
+    PANEL_TRAIN,
+    handle_errors,
+    parse_floats,
+)
+from aecli.errors import UsageError
+
+
+def parse_model_options(family: str, pairs: list[str]) -> dict[str, Any]:
+    """`-m widths=32,64 -m norm=group` → typed kwargs, typed by the family config's defaults."""
+    from aecli.models import get_family
+
+    fields = {f.name: f for f in dataclasses.fields(get_family(family).Config)}
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep:
+            raise UsageError(f"--model-opt expects KEY=VALUE, got {pair!r}")
+        if key not in fields:
+            raise UsageError(f"{family} has no option {key!r}; its options are: {', '.join(sorted(fields))}")
+        f = fields[key]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        try:
+            if isinstance(default, bool):
+                if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                out[key] = text.lower() in ("true", "1", "yes")
+            elif isinstance(default, tuple):
+                kind = type(default[0]) if default else int
+                out[key] = tuple(kind(v) for v in text.split(",") if v.strip())
+            elif isinstance(default, int):
+                out[key] = int(text)
+            elif isinstance(default, float):
+                out[key] = float(text)
+            else:
+                out[key] = text
+        except ValueError:
+            raise UsageError(f"--model-opt {key}: cannot read {text!r} as {type(default).__name__}") from None
+    return out
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise UsageError(f"--config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"--config {path} is not valid TOML: {exc}") from None
+
+
+def build_config(family: str, cli: dict[str, Any], given: set[str], toml: dict[str, Any]) -> Any:
+    """Merge: TrainConfig defaults < TOML file < options given on the command line."""
+    from aecli.training import TrainConfig
+
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    values: dict[str, Any] = {}
+    model: dict[str, Any] = dict(toml.get("model", {}))
+    for key, value in toml.items():
+        if key in ("model", "family"):
+            continue
+        k = key.replace("-", "_")
+        if k not in names:
+            raise UsageError(f"unknown option {key!r} in the config file; see `aecli train --help`")
+        values[k] = value
+    for k, v in cli.items():
+        if k in given or k not in values:
+            values[k] = v
+    model.update(values.pop("model", {}) or {})
+    return TrainConfig(family=family, model=model, **{k: v for k, v in values.items() if k in names})
+
+
+@handle_errors
+def train(
+    ctx: typer.Context,
+    family: Annotated[Optional[str], typer.Argument(help="Model family (see `aecli models`); may come from --config.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with any of these options; the command line overrides it.")] = None,
+    model_opt: Annotated[Optional[list[str]], typer.Option("--model-opt", "-m", help="Family option KEY=VALUE (repeatable), e.g. -m widths=32,64 -m norm=group.", rich_help_panel=PANEL_MODEL)] = None,
+    num_classes: Annotated[int, typer.Option(help="Conditional model with this many classes (labelled data).", rich_help_panel=PANEL_MODEL)] = 0,
+    data: Annotated[str, typer.Option(help="Image folder, QuickDraw .npy folder, mnist|fashion-mnist|cifar10|celeba, or embedded digits|shapes[:N].", rich_help_panel=PANEL_DATA)] = "digits",
+    data_root: Annotated[Optional[str], typer.Option(envvar="AECLI_DATA_ROOT", help="Where torchvision datasets live.", rich_help_panel=PANEL_DATA)] = None,
+    download: Annotated[bool, typer.Option(help="Download a torchvision dataset (needs internet).", rich_help_panel=PANEL_DATA)] = False,
+    image_size: Annotated[Optional[int], typer.Option(help="Square image size (default: the data's, fitted to the family).", rich_help_panel=PANEL_DATA)] = None,
+    channels: Annotated[Optional[int], typer.Option(help="1 or 3 (default: the data's).", rich_help_panel=PANEL_DATA)] = None,
+    val_count: Annotated[Optional[int], typer.Option(help="First N images are validation (seed 000: 1000).", rich_help_panel=PANEL_DATA)] = None,
+    val_fraction: Annotated[Optional[float], typer.Option(help="A fixed random fraction is validation (default 0.1).", rich_help_panel=PANEL_DATA)] = None,
+    strict_data: Annotated[bool, typer.Option(help="Unreadable images are an error instead of skipped.", rich_help_panel=PANEL_DATA)] = False,
+    cache: Annotated[Optional[str], typer.Option(envvar="AECLI_CACHE", help="Folder for the decoded uint8 image cache (reused across runs).", rich_help_panel=PANEL_DATA)] = None,
+    recon: Annotated[str, typer.Option(help="Reconstruction loss: l1|mse|bce.", rich_help_panel=PANEL_LOSS)] = "mse",
+    reduction: Annotated[str, typer.Option(help="mean: per element (seeds 000/001); sum: per image (seeds 002/004).", rich_help_panel=PANEL_LOSS)] = "mean",
+    beta: Annotated[float, typer.Option(help="KL weight.", rich_help_panel=PANEL_LOSS)] = 1.0,
+    kl_warmup_steps: Annotated[int, typer.Option(help="Linear KL warm-up steps (seed 003: 10000).", rich_help_panel=PANEL_LOSS)] = 0,
+    kl_cycles: Annotated[int, typer.Option(help="Cyclical KL annealing: number of cycles.", rich_help_panel=PANEL_LOSS)] = 0,
+    kl_cycle_ratio: Annotated[float, typer.Option(help="Fraction of each cycle spent increasing.", rich_help_panel=PANEL_LOSS)] = 0.5,
+    free_bits: Annotated[float, typer.Option(help="Minimum KL per latent dimension, nats (seed 003: 0.5).", rich_help_panel=PANEL_LOSS)] = 0.0,
+    lpips: Annotated[float, typer.Option(help="LPIPS loss weight (seed 000: 0.05-0.1).", rich_help_panel=PANEL_LOSS)] = 0.0,
+    lpips_net: Annotated[str, typer.Option(help="alex|vgg|squeeze.", rich_help_panel=PANEL_LOSS)] = "alex",
+    lpips_weights: Annotated[Optional[str], typer.Option(help="Backbone weights file for LPIPS instead of the hub cache.", rich_help_panel=PANEL_LOSS)] = None,
+    weights_dir: Annotated[Optional[str], typer.Option(envvar="AECLI_WEIGHTS_DIR", help="Pretrained weights folder (default $TORCH_HOME/hub/checkpoints).", rich_help_panel=PANEL_LOSS)] = None,
+    adv: Annotated[float, typer.Option(help="Adversarial PatchGAN loss weight.", rich_help_panel=PANEL_LOSS)] = 0.0,
+    adv_start: Annotated[int, typer.Option(help="Step at which the adversarial term starts.", rich_help_panel=PANEL_LOSS)] = 0,
+    epochs: Annotated[int, typer.Option(help="Epochs to train (on resume: the new total).", rich_help_panel=PANEL_TRAIN)] = 10,
+    batch_size: Annotated[int, typer.Option(help="Batch size per process.", rich_help_panel=PANEL_TRAIN)] = 64,
+    lr: Annotated[float, typer.Option(help="Learning rate (gan: the generator's).", rich_help_panel=PANEL_TRAIN)] = 1e-3,
+    lr_d: Annotated[Optional[float], typer.Option(help="Discriminator learning rate (gan default 4×lr).", rich_help_panel=PANEL_TRAIN)] = None,
+    optimizer: Annotated[str, typer.Option(help="adam|adamw.", rich_help_panel=PANEL_TRAIN)] = "adam",
+    betas: Annotated[str, typer.Option(help="Adam betas (seed 001: 0.5,0.999).", rich_help_panel=PANEL_TRAIN)] = "0.9,0.999",
+    weight_decay: Annotated[float, typer.Option(rich_help_panel=PANEL_TRAIN)] = 0.0,
+    scheduler: Annotated[str, typer.Option(help="none|step|cosine|plateau.", rich_help_panel=PANEL_TRAIN)] = "none",
+    warmup_steps: Annotated[int, typer.Option(help="Linear LR warm-up steps.", rich_help_panel=PANEL_TRAIN)] = 0,
+    step_size: Annotated[int, typer.Option(help="step scheduler: epochs between decays.", rich_help_panel=PANEL_TRAIN)] = 10,
+    gamma: Annotated[float, typer.Option(help="step/plateau decay factor.", rich_help_panel=PANEL_TRAIN)] = 0.5,
+    patience: Annotated[int, typer.Option(help="plateau patience in epochs.", rich_help_panel=PANEL_TRAIN)] = 10,
+    grad_clip: Annotated[float, typer.Option(help="Clip gradient norm (0: off).", rich_help_panel=PANEL_TRAIN)] = 0.0,
+    ema: Annotated[float, typer.Option(help="Keep EMA weights with this decay (0: off).", rich_help_panel=PANEL_TRAIN)] = 0.0,
+    seed: Annotated[int, typer.Option(help="Random seed.", rich_help_panel=PANEL_TRAIN)] = 0,
+    device: Annotated[str, typer.Option(envvar="AECLI_DEVICE", help="auto|cpu|cuda|cuda:N.", rich_help_panel=PANEL_RUNTIME)] = "auto",
+    precision: Annotated[str, typer.Option(help="fp32|bf16|fp16 (autocast).", rich_help_panel=PANEL_RUNTIME)] = "fp32",
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model.", rich_help_panel=PANEL_RUNTIME)] = False,
+    sync_bn: Annotated[bool, typer.Option("--sync-bn", help="SyncBatchNorm across processes (CUDA).", rich_help_panel=PANEL_RUNTIME)] = False,
+    workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: all cores).", rich_help_panel=PANEL_RUNTIME)] = None,
+    out: Annotated[Optional[str], typer.Option(envvar="AECLI_OUT", help="Run folder (default runs/<family>-<time>).", rich_help_panel=PANEL_OUTPUT)] = None,
+    resume: Annotated[Optional[str], typer.Option(help="Continue a run folder, or 'auto' (continue --out if it holds a run).", rich_help_panel=PANEL_OUTPUT)] = None,
+    log_every: Annotated[int, typer.Option(help="Log a line every N steps.", rich_help_panel=PANEL_OUTPUT)] = 50,
+    save_every_steps: Annotated[int, typer.Option(help="Also checkpoint every N steps (long epochs).", rich_help_panel=PANEL_OUTPUT)] = 0,
+    keep: Annotated[int, typer.Option(help="Keep only the last N periodic checkpoints (0: all).", rich_help_panel=PANEL_OUTPUT)] = 0,
+    grid_size: Annotated[int, typer.Option(help="Images per row in the per-epoch grids.", rich_help_panel=PANEL_OUTPUT)] = 8,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also write TensorBoard event files.", rich_help_panel=PANEL_OUTPUT)] = False,
+    requeue: Annotated[bool, typer.Option("--requeue", help="On SIGTERM/SIGUSR1, `scontrol requeue` the Slurm job.", rich_help_panel=PANEL_OUTPUT)] = False,
+) -> None:
+    """Train a model family. Writes last/best checkpoints, metrics, plots and grids to the run folder."""
+    from aecli.training import train as run_training
+    from aecli.training.trainer import command_line
+
+    toml = load_toml(config) if config else {}
+    family = family or toml.get("family")
+    if not family:
+        raise UsageError("give a model family (e.g. `aecli train conv-ae`) or a --config file with family = \"…\"")
+    params = dict(ctx.params)
+    params.pop("family", None)
+    params.pop("config", None)
+    params.pop("resume", None)
+    given = {k for k in params if ctx.get_parameter_source(k).name in ("COMMANDLINE", "ENVIRONMENT")}
+    model_kwargs = parse_model_options(family, params.pop("model_opt") or [])
+    if num_classes:
+        model_kwargs["num_classes"] = num_classes
+    params.pop("num_classes")
+    params["betas"] = tuple(parse_floats(betas, "--betas", 2))
+    params["model"] = model_kwargs
+    given.add("model")
+    cfg = build_config(family, params, given, toml)
+    cfg.model = {**dict(toml.get("model", {})), **model_kwargs}
+    cfg.command_line = command_line()
+    result = run_training(cfg, resume=resume)
+    typer.echo(f"done: {result.steps} steps, {result.epochs} epochs; checkpoints in {result.run_dir}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)

@@ -1,0 +1,130 @@
+"""Run-folder logs (metrics.jsonl, metrics.csv, loss_curves.png) and console progress.
+
+In a terminal: a rich progress bar. In a batch log (stdout not a terminal): one timestamped plain line
+every --log-every steps and per epoch, flushed, never a redraw.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from aecli.atomic import write_text
+
+METRICS_JSONL = "metrics.jsonl"
+METRICS_CSV = "metrics.csv"
+LOSS_CURVES = "loss_curves.png"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+class MetricsLog:
+    """Rows of metrics, appended as JSON lines; the CSV and the plot are rebuilt from them."""
+
+    def __init__(self, run_dir: Path, resume_step: int | None = None) -> None:
+        self.run_dir = run_dir
+        self.rows: list[dict[str, Any]] = []
+        path = run_dir / METRICS_JSONL
+        if resume_step is not None and path.exists():
+            # Keep what happened up to the resumed step; a crash may have logged past it.
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue  # a line cut by a kill
+                if row.get("step", 0) <= resume_step:
+                    self.rows.append(row)
+            write_text(path, "".join(json.dumps(r) + "\n" for r in self.rows))
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        with open(self.run_dir / METRICS_JSONL, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+    def write_csv(self) -> None:
+        columns: list[str] = []
+        for row in self.rows:
+            columns += [k for k in row if k not in columns]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(self.rows)
+        write_text(self.run_dir / METRICS_CSV, buf.getvalue())
+
+    def plot(self) -> None:
+        """loss_curves.png: one panel per loss component, train and validation per epoch (seed 000)."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from aecli.atomic import atomic_path
+
+        epochs = [r for r in self.rows if r.get("kind") == "epoch"]
+        if not epochs:
+            return
+        skip = {"kind", "split", "epoch", "step", "lr", "images_per_s", "elapsed_s", "time", "kl_weight"}
+        comps = [k for k in epochs[-1] if k not in skip and isinstance(epochs[-1][k], (int, float))]
+        if not comps:
+            return
+        fig, axes = plt.subplots(1, len(comps), figsize=(4 * len(comps), 3.2), squeeze=False)
+        for ax, comp in zip(axes[0], comps):
+            for split, style in (("train", "-o"), ("val", "--s")):
+                pts = [(r["epoch"], r[comp]) for r in epochs if r.get("split") == split and comp in r]
+                if pts:
+                    ax.plot(*zip(*pts), style, label=split, markersize=3)
+            ax.set_title(comp)
+            ax.set_xlabel("epoch")
+            ax.legend()
+            ax.grid(alpha=0.3)
+        fig.tight_layout()
+        with atomic_path(self.run_dir / LOSS_CURVES) as tmp:
+            fig.savefig(tmp, format="png", dpi=90)
+        plt.close(fig)
+
+
+class Console:
+    """Progress for a terminal, plain periodic lines for batch logs."""
+
+    def __init__(self, enabled: bool, total_steps: int, tty: bool | None = None) -> None:
+        self.enabled = enabled
+        self.tty = sys.stdout.isatty() if tty is None else tty
+        self.progress = None
+        if enabled and self.tty:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                     TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
+            self.task = self.progress.add_task("train", total=total_steps, status="")
+            self.progress.start()
+
+    def line(self, text: str) -> None:
+        if not self.enabled:
+            return
+        if self.progress is not None:
+            self.progress.console.print(text)
+        else:
+            print(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] {text}", flush=True)
+
+    def update(self, step: int, values: dict[str, Any], text: str) -> None:
+        if not self.enabled:
+            return
+        status = " ".join(f"{k} {_fmt(v)}" for k, v in values.items())
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step, status=status)
+        else:
+            self.line(f"{text} {status}")
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None

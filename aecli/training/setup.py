@@ -1,0 +1,83 @@
+"""Turn a TrainConfig into data sets, a model and the DataSpec the checkpoint will carry."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aecli.data.spec import DataSpec
+from aecli.errors import UsageError
+
+# The size/channels a source has when --image-size/--channels are not given. digits are 8×8 but are
+# upscaled to 32 so every convolutional family can take them.
+_NATURAL = {"digits": (32, 1), "mnist": (28, 1), "fashion-mnist": (28, 1), "cifar10": (32, 3),
+            "celeba": (64, 3), "shapes": (32, 3)}
+
+
+def natural_format(source: str) -> tuple[int, int]:
+    name = source.split(":", 1)[0]
+    if name in _NATURAL:
+        return _NATURAL[name]
+    p = Path(os.path.expanduser(source))
+    if p.is_dir() and any(p.glob("*.npy")):
+        return 28, 1  # QuickDraw bitmaps (seed 004)
+    return 64, 3
+
+
+def pick_image_size(family: str, model_kwargs: dict[str, Any], wanted: int | None, natural: int) -> int:
+    """The explicit size, or the smallest size ≥ the source's natural size that the family takes."""
+    if wanted is not None:
+        return wanted
+    from aecli.models import get_family
+
+    probe = get_family(family).Config(**{**model_kwargs, "image_size": natural})
+    sizes = [s for s in probe.valid_sizes() if s >= natural]
+    if not sizes:
+        raise UsageError(f"{family} cannot take images of {natural} px or larger with these options; "
+                         "pass --image-size")
+    return sizes[0]
+
+
+@dataclass
+class Prepared:
+    train: Any  # ImageSet
+    val: Any  # ImageSet
+    spec: DataSpec
+    model_kwargs: dict[str, Any]
+
+
+def prepare(cfg: Any, progress: bool) -> Prepared:
+    """Open the data and resolve the model options that depend on it."""
+    from aecli.data import open_source
+
+    natural_size, natural_channels = natural_format(cfg.data)
+    kwargs = dict(cfg.model)
+    channels = cfg.channels or natural_channels
+    if cfg.recon == "bce" and "output_activation" not in kwargs:
+        kwargs["output_activation"] = "sigmoid"  # BCE needs outputs in [0, 1]
+    size = pick_image_size(cfg.family, kwargs, cfg.image_size, natural_size)
+    common = dict(image_size=size, channels=channels, val_count=cfg.val_count, val_fraction=cfg.val_fraction,
+                  data_root=cfg.data_root, download=cfg.download, strict=cfg.strict_data, cache_dir=cfg.cache,
+                  workers=cfg.workers, progress=progress)
+    train = open_source(cfg.data, split="train", **common)
+    val = open_source(cfg.data, split="val", **common)
+    if len(train) == 0:
+        raise UsageError(f"the training split of {cfg.data} is empty; lower --val-count/--val-fraction")
+    num_classes = int(kwargs.get("num_classes", 0) or 0)
+    if num_classes:
+        if not train.class_names:
+            raise UsageError(f"--num-classes needs labelled data, but {cfg.data} has no classes "
+                             "(use class sub-folders, or a labelled dataset)")
+        if num_classes != len(train.class_names):
+            raise UsageError(f"--num-classes {num_classes} but {cfg.data} has {len(train.class_names)} classes "
+                             f"({', '.join(train.class_names[:10])}); pass --num-classes {len(train.class_names)}")
+    kwargs.update(image_size=size, channels=channels)
+    from aecli.models import make_config
+
+    config = make_config(cfg.family, **kwargs)
+    value_range = (-1.0, 1.0) if config.output_activation == "tanh" else (0.0, 1.0)
+    spec = DataSpec(image_size=size, channels=channels, value_range=value_range,
+                    class_names=list(train.class_names), source=cfg.data)
+    return Prepared(train=train, val=val, spec=spec, model_kwargs=kwargs)

@@ -1,0 +1,538 @@
+"""The training loop every family runs on.
+
+Read top to bottom: ``train()`` builds everything from a TrainConfig, then ``Trainer.fit()`` runs
+epochs of ``_ae_step``/``_gan_step``, validates, writes the run folder and the resume state.
+
+Exactness on resume comes from three rules: the batch order is a function of (seed, epoch) only,
+every random draw uses torch's global RNG (saved in the state), and state is saved only at step
+boundaries. With them, a run stopped and resumed ends with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import aecli
+from aecli.atomic import write_text
+from aecli.checkpoint import save_model
+from aecli.data import BatchLoader, to_model_input
+from aecli.devices import resolve_device
+from aecli.errors import Interrupted, TrainingError, UsageError
+from aecli.images import save_grid
+from aecli.losses import (
+    AutoencoderObjective,
+    LossConfig,
+    PatchDiscriminator,
+    gan_discriminator_loss,
+    gan_generator_loss,
+)
+from aecli.models import Autoencoder, create_model
+from aecli.training import distributed
+from aecli.training.config import TrainConfig
+from aecli.training.logs import Console, MetricsLog
+from aecli.training.schedules import LRSchedule
+from aecli.training.setup import prepare
+from aecli.training.state import STATE_FILE, Counters, load_state, save_state
+
+CONFIG_FILE = "config.json"
+COMMAND_FILE = "command.txt"
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    steps: int
+    epochs: int
+    best_val: float | None
+    final: dict[str, float]
+
+
+def default_run_dir(family: str) -> Path:
+    return Path("runs") / f"{family}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+
+
+def check_output_dir(run_dir: Path, resuming: bool) -> None:
+    """Fail before any training if the run folder is unusable (issue: nothing written is lost)."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UsageError(f"--out {run_dir} is a file; give a folder path for the run")
+    if run_dir.exists() and not resuming and (run_dir / STATE_FILE).exists():
+        raise UsageError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
+                         "(or --resume auto), or choose another --out")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create run folder {run_dir}: {exc.strerror}; choose a writable --out") from None
+    if not os.access(run_dir, os.W_OK):
+        raise UsageError(f"run folder {run_dir} is not writable; choose a writable --out")
+
+
+class _StopFlag:
+    """SIGTERM/SIGUSR1 (Slurm --signal=USR1@120, preemption, scancel) only set a flag: the current
+    step finishes, then state is saved and we exit with EXIT_INTERRUPTED."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopFlag":
+        for sig in STOP_SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.signal = signum
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
+        self.cfg = cfg
+        self.run_dir = run_dir
+        self.dist = distributed.detect()
+        self.device = distributed.local_device(self.dist, resolve_device(cfg.device))
+        distributed.init(self.dist, self.device)
+        self.main = self.dist.is_main
+        torch.manual_seed(cfg.seed + self.dist.rank)  # ranks draw different VAE noise
+
+        prepared = prepare(cfg, progress=self.main and sys.stdout.isatty())
+        self.spec = prepared.spec
+        self.train_set, self.val_set = prepared.train, prepared.val
+        self.model: Autoencoder = create_model(cfg.family, **prepared.model_kwargs).to(self.device)
+        self.is_gan = not self.model.has_encoder
+        if cfg.sync_bn and self.dist.enabled:
+            if self.device.type != "cuda":
+                raise UsageError("--sync-bn needs CUDA (SyncBatchNorm has no CPU kernel); drop it on CPU")
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+        self.loader = BatchLoader(self.train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
+                                  device=self.device, rank=self.dist.rank, world_size=self.dist.world_size)
+        if len(self.loader) == 0:
+            raise UsageError(f"--batch-size {cfg.batch_size} is larger than the training split "
+                             f"({len(self.train_set)} images per process); lower it")
+        self.val_loader = BatchLoader(self.val_set, cfg.batch_size, shuffle=False, device=self.device,
+                                      rank=self.dist.rank, world_size=self.dist.world_size)
+        self.steps_per_epoch = len(self.loader)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+
+        self.discriminator = None
+        lpips_model = self._lpips_model()
+        if cfg.adv > 0 and not self.is_gan:
+            self.discriminator = PatchDiscriminator(self.spec.channels).to(self.device)
+        loss_cfg = LossConfig(recon=cfg.recon, reduction=cfg.reduction, beta=cfg.beta,
+                              kl_warmup_steps=cfg.kl_warmup_steps, kl_cycles=cfg.kl_cycles,
+                              kl_cycle_ratio=cfg.kl_cycle_ratio, free_bits=cfg.free_bits, lpips=cfg.lpips,
+                              adv=cfg.adv, adv_start=cfg.adv_start)
+        self.objective = AutoencoderObjective(loss_cfg, self.spec.value_range, self.total_steps,
+                                              lpips_model=lpips_model, discriminator=self.discriminator)
+
+        self.optimizers = self._optimizers()
+        self.schedule = LRSchedule(cfg.scheduler, cfg.lr, self.total_steps, self.steps_per_epoch,
+                                   cfg.warmup_steps, cfg.step_size, cfg.gamma, cfg.patience)
+        self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
+        self.ema = self._init_ema() if cfg.ema > 0 else None
+        self.counters = Counters()
+        if resume:
+            state = load_state(run_dir)
+            state.restore(self._stateful_modules(), self.optimizers, self.scaler)
+            if self.ema is not None:
+                self.ema = {k: v.to(self.device) for k, v in state.module_state("ema").items()}
+            self.schedule.load_state(state.schedule)
+            self.counters = state.counters
+        self.forward_model = self._wrap_for_speed_and_ddp()
+        self.log = MetricsLog(run_dir, resume_step=self.counters.step if resume else None) if self.main else None
+        self.console = Console(self.main, self.total_steps)
+        self._pending_checks: list[tuple[int, list[str], torch.Tensor]] = []
+
+    # -- construction helpers -------------------------------------------------------------------
+    def _lpips_model(self) -> torch.nn.Module | None:
+        if self.cfg.lpips <= 0:
+            return None
+        if self.is_gan:
+            raise UsageError("--lpips needs reconstructions; the gan family has none")
+        from aecli.weights import build_lpips, require_weights
+
+        require_weights(["lpips"], self.cfg.lpips_net, weights_dir=self.cfg.weights_dir,
+                        lpips_weights=self.cfg.lpips_weights)
+        return build_lpips(self.cfg.lpips_net, weights_dir=self.cfg.weights_dir,
+                           weights_file=self.cfg.lpips_weights, device=self.device)
+
+    def _make_optimizer(self, params: Any, lr: float) -> torch.optim.Optimizer:
+        cls = torch.optim.AdamW if self.cfg.optimizer == "adamw" else torch.optim.Adam
+        # fused kernels are a large win on CUDA; on CPU foreach is the fast path.
+        extra = {"fused": True} if self.device.type == "cuda" else {}
+        return cls(params, lr=lr, betas=self.cfg.betas, weight_decay=self.cfg.weight_decay, **extra)
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        if self.is_gan:
+            lr_d = self.cfg.lr_d if self.cfg.lr_d is not None else 4 * self.cfg.lr  # seed 003: 4e-4 vs 1e-4
+            return {"g": self._make_optimizer(self.model.generator.parameters(), self.cfg.lr),
+                    "d": self._make_optimizer(self.model.discriminator.parameters(), lr_d)}
+        opts = {"model": self._make_optimizer(self.model.parameters(), self.cfg.lr)}
+        if self.discriminator is not None:
+            opts["d"] = self._make_optimizer(self.discriminator.parameters(), self.cfg.lr_d or self.cfg.lr)
+        return opts
+
+    def _stateful_modules(self) -> dict[str, torch.nn.Module]:
+        modules: dict[str, torch.nn.Module] = {"model": self.model}
+        if self.discriminator is not None:
+            modules["disc"] = self.discriminator
+        return modules
+
+    def _init_ema(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def _wrap_for_speed_and_ddp(self) -> torch.nn.Module:
+        model: torch.nn.Module = self.model
+        if self.dist.enabled and not self.is_gan:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            model = DDP(model, device_ids=ids)
+            if self.discriminator is not None:
+                self.objective.discriminator = DDP(self.discriminator, device_ids=ids)
+        if self.cfg.compile:
+            model = torch.compile(model)  # type: ignore[assignment]
+        return model
+
+    # -- one step -------------------------------------------------------------------------------
+    def _autocast(self) -> Any:
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _set_lr(self, step: int) -> None:
+        lr = self.schedule.lr(step)
+        for name, opt in self.optimizers.items():
+            scale = 1.0 if name in ("model", "g") else None
+            for group in opt.param_groups:
+                if scale is None:  # discriminators keep their own base lr, scaled by the same schedule
+                    group.setdefault("base_lr", group["lr"])
+                    group["lr"] = group["base_lr"] * lr / self.cfg.lr
+                else:
+                    group["lr"] = lr
+
+    def _backward_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer, params: Any) -> None:
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.is_gan and self.dist.enabled:
+            # The GAN is not wrapped in DDP (its G and D steps bypass forward()); average grads by hand.
+            for p in params:
+                if p.grad is not None:
+                    torch.distributed.all_reduce(p.grad)
+                    p.grad /= self.dist.world_size
+        if self.cfg.grad_clip > 0:
+            self.scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        self.scaler.step(opt)
+        self.scaler.update()
+
+    def _ae_step(self, x: torch.Tensor, labels: torch.Tensor | None, step: int) -> dict[str, torch.Tensor]:
+        with self._autocast():
+            out = self.forward_model(x, labels)
+            loss, comps = self.objective(x, out, step)
+        self._backward_step(loss, self.optimizers["model"], self.model.parameters())
+        if self.discriminator is not None and step >= self.cfg.adv_start:
+            with self._autocast():
+                d_loss, d_comps = self.objective.discriminator_loss(x, out.recon.detach(), step)
+            self._backward_step(d_loss, self.optimizers["d"], self.discriminator.parameters())
+            comps.update(d_comps)
+        comps["loss"] = loss.detach()
+        return comps
+
+    def _gan_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        gan = self.model
+        z = torch.randn((x.shape[0], *gan.latent_shape), device=self.device)
+        with self._autocast():
+            fake = gan.decode(z)
+            d_loss = gan_discriminator_loss(gan.discriminate(x), gan.discriminate(fake.detach()))
+        self._backward_step(d_loss, self.optimizers["d"], gan.discriminator.parameters())
+        with self._autocast():
+            g_loss = gan_generator_loss(gan.discriminate(fake))
+        self._backward_step(g_loss, self.optimizers["g"], gan.generator.parameters())
+        return {"loss": g_loss.detach(), "g_loss": g_loss.detach(), "d_loss": d_loss.detach()}
+
+    def _update_ema(self) -> None:
+        if self.ema is None:
+            return
+        decay = self.cfg.ema
+        with torch.no_grad():
+            for k, v in self.model.state_dict().items():
+                if v.is_floating_point():
+                    self.ema[k].mul_(decay).add_(v.detach(), alpha=1 - decay)
+                else:
+                    self.ema[k].copy_(v)
+
+    # -- non-finite detection without a host sync every step -----------------------------------
+    def _track_finite(self, step: int, comps: dict[str, torch.Tensor]) -> None:
+        names = sorted(comps)
+        bad = ~torch.isfinite(torch.stack([comps[n].float() for n in names]))
+        self._pending_checks.append((step, names, bad))
+        if self.device.type == "cpu":  # no sync to avoid on CPU: check at once
+            self._check_finite()
+
+    def _check_finite(self) -> None:
+        if not self._pending_checks:
+            return
+        flags = torch.stack([b.any() for _, _, b in self._pending_checks]).cpu()
+        if bool(flags.any()):
+            step, names, bad = self._pending_checks[int(flags.nonzero()[0])]
+            which = [n for n, b in zip(names, bad.cpu().tolist()) if b]
+            raise TrainingError(f"non-finite loss at step {step} in {', '.join(which)}; the last good checkpoint "
+                                f"in {self.run_dir} is kept. Lower --lr, add --grad-clip, or use --precision fp32")
+        self._pending_checks.clear()
+
+    # -- validation, grids, checkpoints ---------------------------------------------------------
+    @torch.no_grad()
+    def _validate(self, step: int) -> dict[str, float]:
+        if self.is_gan or len(self.val_set) == 0:
+            return {}
+        self.model.eval()
+        sums: dict[str, torch.Tensor] = {}
+        count = torch.zeros((), device=self.device)
+        for x_u8, labels in self.val_loader:
+            x = to_model_input(x_u8, self.spec.value_range)
+            with self._autocast():
+                out = self.model(x, labels if self.model.is_conditional else None)
+                loss, comps = self.objective(x, out, step)
+            comps["loss"] = loss.detach()
+            n = x.shape[0]
+            for k, v in comps.items():
+                sums[k] = sums.get(k, torch.zeros((), device=self.device)) + v.float() * n
+            count += n
+        self.model.train()
+        return {k: float(distributed.all_reduce_mean(v / count.clamp(min=1))) for k, v in sums.items()}
+
+    @torch.no_grad()
+    def _write_grids(self, epoch: int) -> None:
+        n = self.cfg.grid_size
+        model = self.model
+        model.eval()
+        grids = self.run_dir / "grids"
+        if not self.is_gan and len(self.val_set) > 0:
+            idx = list(range(min(n, len(self.val_set))))
+            x_u8 = torch.stack([self.val_set[i][0] for i in idx]).to(self.device)
+            labels = torch.tensor([self.val_set[i][1] for i in idx], device=self.device)
+            x = to_model_input(x_u8, self.spec.value_range)
+            recon = model(x, labels if model.is_conditional else None).recon
+            both = torch.cat([self.spec.to_unit_range(x), self.spec.to_unit_range(recon.float())])
+            save_grid(both, grids / f"recon_e{epoch + 1:03d}.png", nrow=len(idx))
+        if model.has_prior:
+            gen = torch.Generator().manual_seed(1234)  # fixed draws: grids are comparable across epochs
+            if model.is_conditional:
+                k = min(len(self.spec.class_names), 10)
+                labels = torch.arange(k).repeat_interleave(n).to(self.device)
+                imgs = model.sample(k * n, labels=labels, generator=gen)
+            else:
+                imgs = model.sample(n * n if n <= 8 else n, generator=gen)
+            save_grid(self.spec.to_unit_range(imgs.float()), grids / f"samples_e{epoch + 1:03d}.png", nrow=n)
+        model.train()
+
+    def _training_summary(self, epoch: int, train_means: dict[str, float], val: dict[str, float],
+                          started: float) -> dict[str, Any]:
+        return {"epochs": epoch, "steps": self.counters.step, "train": train_means, "val": val,
+                "best_val": self.counters.best_val, "command_line": self.cfg.command_line,
+                "seed": self.cfg.seed, "aecli_version": aecli.__version__, "torch_version": torch.__version__,
+                "device": str(self.device), "world_size": self.dist.world_size, "precision": self.cfg.precision,
+                "elapsed_s": round(time.time() - started, 1),
+                "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                "loss": {k: getattr(self.cfg, k) for k in ("recon", "reduction", "beta", "lpips", "free_bits")}}
+
+    def _save(self, summary: dict[str, Any], best: bool, periodic: bool = False) -> None:
+        """Rank 0 writes the checkpoints and the state; every file is replaced atomically."""
+        if not self.main:
+            return
+        save_model(self.run_dir / "last.safetensors", self.model, self.spec, summary, ema_state=self.ema)
+        if best:
+            save_model(self.run_dir / "best.safetensors", self.model, self.spec, summary, ema_state=self.ema)
+        if periodic:
+            save_model(self.run_dir / f"step{self.counters.step:08d}.safetensors", self.model, self.spec,
+                       summary, ema_state=self.ema)
+            self._prune_periodic()
+        save_state(self.run_dir, models=self._stateful_modules(), optimizers=self.optimizers,
+                   counters=self.counters, schedule=self.schedule.state(), scaler=self.scaler, ema=self.ema)
+
+    def _prune_periodic(self) -> None:
+        if self.cfg.keep <= 0:
+            return
+        for old in sorted(self.run_dir.glob("step*.safetensors"))[: -self.cfg.keep]:
+            old.unlink(missing_ok=True)
+
+    # -- the loop -------------------------------------------------------------------------------
+    def fit(self) -> RunResult:
+        cfg, c = self.cfg, self.counters
+        started = time.time()
+        if self.main:
+            world = f" × {self.dist.world_size} processes = global batch {cfg.batch_size * self.dist.world_size}" \
+                if self.dist.enabled else ""
+            self.console.line(f"training {cfg.family} ({sum(p.numel() for p in self.model.parameters()):,} "
+                              f"params) on {len(self.train_set)} images ({self.spec.image_size}px, "
+                              f"{self.spec.channels}ch), val {len(self.val_set)}; {self.device}, batch "
+                              f"{cfg.batch_size}{world}; {self.total_steps} steps → {self.run_dir}")
+            if getattr(self.train_set, "skipped", None):
+                self.console.line(f"skipped {len(self.train_set.skipped)} unreadable files "
+                                  f"(first: {', '.join(self.train_set.skipped[:3])})")
+        self.model.train()
+        last_val: dict[str, float] = {}
+        train_means: dict[str, float] = {}
+        try:
+            with _StopFlag() as stop:
+                while c.epoch < cfg.epochs:
+                    train_means = self._run_epoch(stop, started)
+                    last_val = self._end_epoch(train_means, started)
+        finally:
+            self.console.close()
+        distributed.barrier()
+        return RunResult(self.run_dir, c.step, c.epoch, c.best_val, {**train_means, **{f"val_{k}": v
+                                                                                        for k, v in last_val.items()}})
+
+    def _run_epoch(self, stop: _StopFlag, started: float) -> dict[str, float]:
+        cfg, c = self.cfg, self.counters
+        self.loader.set_epoch(c.epoch)
+        sums: dict[str, torch.Tensor] = {}
+        n_batches = 0
+        window_start, window_images = time.time(), 0
+        for x_u8, labels in self.loader.iter_from(c.batch):
+            x = to_model_input(x_u8, self.spec.value_range)
+            if self.device.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
+            self._set_lr(c.step)
+            comps = self._gan_step(x) if self.is_gan else \
+                self._ae_step(x, labels if self.model.is_conditional else None, c.step)
+            self._track_finite(c.step, comps)
+            self._update_ema()
+            for k, v in comps.items():
+                sums[k] = sums.get(k, torch.zeros((), device=self.device)) + v.float()
+            n_batches += 1
+            c.step += 1
+            c.batch += 1
+            window_images += x.shape[0] * self.dist.world_size
+            if c.step % cfg.log_every == 0:
+                self._check_finite()
+                rate = window_images / max(1e-9, time.time() - window_start)
+                means = {k: float(v) / n_batches for k, v in sums.items()}
+                if self.main:
+                    self.log.add({"kind": "step", "split": "train", "epoch": c.epoch + 1, "step": c.step, **means,
+                                  "lr": self.schedule.lr(c.step - 1), "images_per_s": round(rate, 1),
+                                  "elapsed_s": round(time.time() - started, 1)})
+                self.console.update(c.step, {"loss": means.get("loss", 0.0), "img/s": round(rate, 1)},
+                                    f"epoch {c.epoch + 1}/{cfg.epochs} step {c.step}/{self.total_steps}")
+                window_start, window_images = time.time(), 0
+            if cfg.save_every_steps and c.step % cfg.save_every_steps == 0:
+                self._check_finite()
+                self._save(self._training_summary(c.epoch, {}, {}, started), best=False, periodic=True)
+            if distributed.broadcast_flag(stop.signal is not None, self.device) if self.dist.enabled \
+                    else stop.signal is not None:
+                self._interrupt(stop, started)
+        self._check_finite()
+        return {k: float(v) / max(1, n_batches) for k, v in sums.items()}
+
+    def _end_epoch(self, train_means: dict[str, float], started: float) -> dict[str, float]:
+        cfg, c = self.cfg, self.counters
+        train_means = {k: float(distributed.all_reduce_mean(torch.tensor(v, device=self.device)))
+                       for k, v in train_means.items()}
+        val = self._validate(c.step)
+        monitor = val.get("loss", train_means.get("loss", 0.0))
+        self.schedule.end_epoch(monitor)
+        best = bool(val) and (c.best_val is None or val["loss"] < c.best_val)
+        if best:
+            c.best_val = val["loss"]
+        c.epoch += 1
+        c.batch = 0
+        if self.main:
+            elapsed = round(time.time() - started, 1)
+            row = {"kind": "epoch", "epoch": c.epoch, "step": c.step, "lr": self.schedule.lr(max(0, c.step - 1)),
+                   "elapsed_s": elapsed}
+            self.log.add({**row, "split": "train", **train_means})
+            if val:
+                self.log.add({**row, "split": "val", **val})
+            self.log.write_csv()
+            self.log.plot()
+            self._write_grids(c.epoch - 1)
+            shown = " ".join(f"{k} {v:.4g}" for k, v in train_means.items())
+            vshown = " ".join(f"{k} {v:.4g}" for k, v in val.items())
+            self.console.line(f"epoch {c.epoch}/{cfg.epochs} train: {shown}" + (f" | val: {vshown}" if val else ""))
+        self._save(self._training_summary(c.epoch, train_means, val, started), best=best or self.is_gan)
+        return val
+
+    def _interrupt(self, stop: _StopFlag, started: float) -> None:
+        self._check_finite()
+        self._save(self._training_summary(self.counters.epoch, {}, {}, started), best=False)
+        distributed.barrier()
+        if self.main and self.cfg.requeue and os.environ.get("SLURM_JOB_ID"):
+            subprocess.run(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]], check=False)
+        name = signal.Signals(stop.signal).name if stop.signal else "signal"
+        raise Interrupted(f"stopped by {name} at step {self.counters.step}; state saved in {self.run_dir}. "
+                          f"Resume with: aecli train {self.cfg.family} --resume {self.run_dir}")
+
+
+def write_run_config(run_dir: Path, cfg: TrainConfig) -> None:
+    write_text(run_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
+    write_text(run_dir / COMMAND_FILE, cfg.command_line + "\n")
+
+
+def read_run_config(run_dir: Path) -> TrainConfig:
+    path = run_dir / CONFIG_FILE
+    try:
+        return TrainConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot resume {run_dir}: {CONFIG_FILE} is missing or unreadable ({exc})") from None
+
+
+def train(cfg: TrainConfig, resume: str | None = None) -> RunResult:
+    """Library entry point of `aecli train`. ``resume``: a run folder, "auto", or None.
+
+    "auto" continues ``cfg.out`` when it holds a resume state and starts fresh otherwise, so one
+    Slurm script line serves the first submission and every requeue.
+    """
+    cfg.validate()
+    resuming = False
+    if resume == "auto":
+        if not cfg.out:
+            raise UsageError("--resume auto needs --out RUN_DIR (the folder to continue or create)")
+        run_dir = Path(cfg.out)
+        resuming = (run_dir / STATE_FILE).exists()
+    elif resume:
+        run_dir = Path(resume)
+        if not (run_dir / STATE_FILE).exists():
+            raise UsageError(f"--resume {run_dir}: no {STATE_FILE} there; it is not a run folder to continue")
+        resuming = True
+    else:
+        run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg.family)
+    if resuming:
+        saved = read_run_config(run_dir)
+        # Only these may change on resume; everything else must match for the run to be exact.
+        for key in ("epochs", "device", "log_every", "requeue", "save_every_steps", "keep", "command_line", "workers"):
+            setattr(saved, key, getattr(cfg, key))
+        cfg = saved
+    check_output_dir(run_dir, resuming)
+    if distributed.detect().is_main and not resuming:
+        write_run_config(run_dir, cfg)
+    trainer = Trainer(cfg, run_dir, resume=resuming)
+    try:
+        return trainer.fit()
+    finally:
+        distributed.shutdown()
+
+
+def command_line() -> str:
+    return shlex.join(["aecli", *sys.argv[1:]])
