@@ -1,0 +1,219 @@
+"""open_source: any ``--data`` value → an ImageSet for one split.
+
+Resolution of a source string, in order: ``digits``, ``shapes``/``shapes:N``, a torchvision name
+(``mnist``, ``fashion-mnist``, ``cifar10``, ``celeba``), then a path: a folder holding ``*.npy`` files
+is QuickDraw, any other folder is an image folder, a file is a single image. (Write ``./digits`` for a
+folder that happens to be called like a built-in set.) A list of paths is a list of image files.
+
+Splits are computed on the catalog (the sorted file listing, or the dataset's own order) before any
+decoding, so they do not depend on the cache, the workers or which files turn out unreadable:
+- ``val_count=N``: the first N items are validation (seed 000: the first 1,000 images);
+- ``val_fraction=f``: a fixed pseudo-random set of round(f·N) items (RNG seed 0, independent of the
+  training seed), kept between 1 and N-1 so that neither side is empty;
+- neither: mnist, fashion-mnist and cifar10 use their official test split as "val" (celeba its official
+  "valid" partition); other sources use ``val_fraction=0.1``. With val_count/val_fraction, a dataset
+  with an official split carves validation out of its training split.
+- ``split="all"``: every item (official train followed by official test where there is one).
+Explicitly named image files ignore the split: all of them are used, in the given order.
+``limit`` keeps the first ``limit`` items of the split. Unreadable files among them are skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from aecli.data.catalog import Catalog, DecodeOptions
+from aecli.data.decode import IMAGE_EXTENSIONS
+from aecli.data.imageset import ImageSet, concat, select_rows
+from aecli.errors import DataError, UsageError
+
+BUILTIN_NAMES = ("digits", "shapes")
+TORCHVISION_NAMES = ("mnist", "fashion-mnist", "cifar10", "celeba")
+DEFAULT_VAL_FRACTION = 0.1
+SPLIT_SEED = 0
+_SHOW_SKIPPED = 5  # how many unreadable paths a warning or error names
+
+
+class DataWarning(UserWarning):
+    """Something about the data the user should know (skipped files), not fatal."""
+
+
+@dataclass
+class _Resolved:
+    train: Catalog
+    official_val: Catalog | None = None
+    explicit_files: bool = False
+
+
+def _resolve(source: str | Sequence[str], data_root: str | None, download: bool) -> _Resolved:
+    from aecli.data import builtin, folders, quickdraw, torchvision_sets
+
+    if not isinstance(source, str):
+        files = [str(s) for s in source]
+        if not files:
+            raise DataError("no image files given")
+        return _Resolved(folders.files_catalog(files), explicit_files=True)
+    key = source.strip().lower()
+    if key == "digits":
+        return _Resolved(builtin.digits_catalog())
+    if key == "shapes" or key.startswith("shapes:"):
+        count_text = key.partition(":")[2] or str(builtin.SHAPES_DEFAULT_COUNT)
+        if not count_text.isdigit() or int(count_text) < 1:
+            raise UsageError(f"shapes:N needs a positive image count, got {source!r}")
+        return _Resolved(builtin.shapes_catalog(int(count_text)))
+    key = torchvision_sets.ALIASES.get(key, key)
+    if key in torchvision_sets.NAMES:
+        train, val = torchvision_sets.torchvision_catalogs(key, data_root, download)
+        return _Resolved(train, val)
+    path = Path(os.path.expanduser(source))
+    if path.is_dir():
+        if quickdraw.npy_files(path):
+            return _Resolved(quickdraw.quickdraw_catalog(path))
+        return _Resolved(folders.folder_catalog(path))
+    if path.exists() or path.is_symlink():
+        if not source.lower().endswith(IMAGE_EXTENSIONS):
+            raise DataError(f"{source} is not an image file ({', '.join(IMAGE_EXTENSIONS)}) nor a folder")
+        return _Resolved(folders.files_catalog([source]), explicit_files=True)
+    raise DataError(f"data source {source!r} not found: give a folder of images, an image file, a folder "
+                    f"of QuickDraw .npy files, or one of {', '.join(BUILTIN_NAMES + TORCHVISION_NAMES)}")
+
+
+def _val_indices(n: int, val_count: int | None, val_fraction: float | None) -> np.ndarray:
+    if val_count is not None:
+        return np.arange(min(val_count, n), dtype=np.int64)
+    fraction = DEFAULT_VAL_FRACTION if val_fraction is None else val_fraction
+    k = round(fraction * n)
+    if fraction > 0 and n >= 2:
+        k = min(max(k, 1), n - 1)
+    perm = np.random.default_rng(SPLIT_SEED).permutation(n)
+    return np.sort(perm[:k]).astype(np.int64)
+
+
+def _select(resolved: _Resolved, split: str, val_count: int | None,
+            val_fraction: float | None) -> list[tuple[Catalog, np.ndarray]]:
+    train = resolved.train
+    everything = np.arange(len(train), dtype=np.int64)
+    if resolved.explicit_files:
+        return [(train, everything)]
+    if split == "all":
+        parts = [(train, everything)]
+        if resolved.official_val is not None:
+            parts.append((resolved.official_val, np.arange(len(resolved.official_val), dtype=np.int64)))
+        return parts
+    if resolved.official_val is not None and val_count is None and val_fraction is None:
+        if split == "val":
+            return [(resolved.official_val, np.arange(len(resolved.official_val), dtype=np.int64))]
+        return [(train, everything)]
+    val = _val_indices(len(train), val_count, val_fraction)
+    if split == "val":
+        return [(train, val)]
+    return [(train, np.setdiff1d(everything, val, assume_unique=True))]
+
+
+def _materialize(catalog: Catalog, indices: np.ndarray, opts: DecodeOptions,
+                 cache_dir: str | None) -> tuple[ImageSet, list[int]]:
+    """Decode ``indices`` of ``catalog`` (or read them from the cache) → (ImageSet, skipped indices)."""
+    if cache_dir is not None:
+        from aecli.data.cache import load_or_build
+
+        store = load_or_build(cache_dir, catalog, opts)
+        pos = np.searchsorted(store.rows, indices)
+        pos_ok = np.minimum(pos, max(len(store.rows) - 1, 0))
+        present = (pos < len(store.rows)) & (store.rows[pos_ok] == indices) if len(store.rows) else \
+            np.zeros(len(indices), dtype=bool)
+        kept, rows = indices[present], pos[present]
+        skipped = [int(i) for i in indices[~present]]
+        images, index = select_rows(store.images, rows)  # a slice stays a memmap; else an index
+        return ImageSet(images, catalog.labels[kept], [catalog.names[i] for i in kept],
+                        catalog.class_names, index=index), skipped
+    out = np.empty((len(indices), opts.channels, opts.image_size, opts.image_size), dtype=np.uint8)
+    kept, skipped = catalog.fill(indices, out, opts)
+    images = torch.from_numpy(out[: len(kept)] if len(kept) < len(indices) else out)
+    return ImageSet(images, catalog.labels[kept], [catalog.names[i] for i in kept], catalog.class_names), skipped
+
+
+def _check_options(image_size: int, channels: int, split: str, val_count: int | None,
+                   val_fraction: float | None, limit: int | None) -> None:
+    if image_size < 1:
+        raise UsageError(f"--image-size must be a positive number of pixels, got {image_size}")
+    if channels not in (1, 3):
+        raise UsageError(f"--channels must be 1 or 3, got {channels}")
+    if split not in ("train", "val", "all"):
+        raise UsageError(f"split must be train, val or all, got {split!r}")
+    if val_count is not None and val_fraction is not None:
+        raise UsageError("give --val-count or --val-fraction, not both")
+    if val_count is not None and val_count < 0:
+        raise UsageError(f"--val-count must be >= 0, got {val_count}")
+    if val_fraction is not None and not 0.0 <= val_fraction < 1.0:
+        raise UsageError(f"--val-fraction must be in [0, 1), got {val_fraction}")
+    if limit is not None and limit < 1:
+        raise UsageError(f"the image limit must be >= 1, got {limit}")
+
+
+def open_source(
+    source: str | Sequence[str], *, image_size: int, channels: int, split: str = "train",
+    val_count: int | None = None, val_fraction: float | None = None, data_root: str | None = None,
+    download: bool = False, strict: bool = False, cache_dir: str | None = None, limit: int | None = None,
+    workers: int | None = None, progress: bool = False,
+) -> ImageSet:
+    """Open ``source`` and return the ``split`` as uint8 images [N, channels, image_size, image_size]."""
+    from aecli.data.folders import default_workers
+
+    _check_options(image_size, channels, split, val_count, val_fraction, limit)
+    resolved = _resolve(source, data_root, download)
+    parts = _select(resolved, split, val_count, val_fraction)
+    if limit is not None:
+        capped, left = [], limit
+        for catalog, idx in parts:
+            capped.append((catalog, idx[:left]))
+            left -= len(capped[-1][1])
+        parts = [(c, i) for c, i in capped if len(i)] or capped[:1]
+    opts = DecodeOptions(image_size, channels, workers or default_workers(), progress)
+    sets, skipped_names, listed = [], [], 0
+    for catalog, idx in parts:
+        data, skipped = _materialize(catalog, idx, opts, cache_dir)
+        sets.append(data)
+        skipped_names += [catalog.names[i] for i in skipped]
+        listed += len(idx)
+    description = parts[0][0].description
+    if skipped_names:
+        shown = ", ".join(repr(s) for s in skipped_names[:_SHOW_SKIPPED])
+        more = " …" if len(skipped_names) > _SHOW_SKIPPED else ""
+        if strict:
+            raise DataError(f"{len(skipped_names)} unreadable image file(s) in {description}: {shown}{more}; "
+                            f"fix or remove them, or drop --strict-data to skip them")
+        warnings.warn(f"skipped {len(skipped_names)} of {listed} image file(s) in {description} that could "
+                      f"not be read: {shown}{more} (use --strict-data to make this an error)",
+                      DataWarning, stacklevel=2)
+    if listed == 0:
+        raise DataError(f"the {split} split of {description} is empty; lower --val-count/--val-fraction "
+                        f"or use a larger dataset")
+    if sum(len(s) for s in sets) == 0:
+        raise DataError(f"none of the {listed} image file(s) of {description} could be read "
+                        f"(first: {skipped_names[0]!r}); check that they are valid images")
+    source_id = _source_id(parts, opts, split, val_count, val_fraction, limit, resolved.explicit_files)
+    data = concat(sets, source_id)
+    data.source_id, data.skipped = source_id, skipped_names
+    return data
+
+
+def _source_id(parts: list[tuple[Catalog, np.ndarray]], opts: DecodeOptions, split: str,
+               val_count: int | None, val_fraction: float | None, limit: int | None, explicit: bool) -> str:
+    """Stable identity of exactly these images (evaluate keys its FID reference statistics on it)."""
+    from aecli.data.cache import store_key
+
+    text = json.dumps({
+        "stores": [store_key(c, opts.image_size, opts.channels) for c, _ in parts],
+        "split": "files" if explicit else split, "val_count": val_count, "val_fraction": val_fraction,
+        "limit": limit,
+    })
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
