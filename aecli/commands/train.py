@@ -90,6 +90,28 @@ def build_config(family: str, cli: dict[str, Any], given: set[str], toml: dict[s
     return TrainConfig(family=family, model=model, **{k: v for k, v in values.items() if k in names})
 
 
+def reproduce_command(ctx: typer.Context, family: str) -> str:
+    """The command line that reproduces this run: every option the user set (CLI or env), in order."""
+    import shlex
+
+    parts = ["aecli", "train", family]
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if param.name == "family" or source is None or source.name not in ("COMMANDLINE", "ENVIRONMENT"):
+            continue
+        value = ctx.params[param.name]
+        opt = param.opts[0]
+        if getattr(param, "is_flag", False):
+            if value:
+                parts.append(opt)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                parts += [opt, str(item)]
+        else:
+            parts += [opt, str(value)]
+    return shlex.join(parts)
+
+
 @handle_errors
 def train(
     ctx: typer.Context,
@@ -150,7 +172,6 @@ def train(
 ) -> None:
     """Train a model family. Writes last/best checkpoints, metrics, plots and grids to the run folder."""
     from aecli.training import train as run_training
-    from aecli.training.trainer import command_line
 
     toml = load_toml(config) if config else {}
     family = family or toml.get("family")
@@ -170,7 +191,7 @@ def train(
     given.add("model")
     cfg = build_config(family, params, given, toml)
     cfg.model = {**dict(toml.get("model", {})), **model_kwargs}
-    cfg.command_line = command_line()
+    cfg.command_line = reproduce_command(ctx, family)
     result = run_training(cfg, resume=resume)
     typer.echo(f"done: {result.steps} steps, {result.epochs} epochs; checkpoints in {result.run_dir}")
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -89,8 +89,9 @@ class _StopFlag:
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "_StopFlag":
-        for sig in STOP_SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
+        if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
+            for sig in STOP_SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -109,7 +110,11 @@ class Trainer:
         self.device = distributed.local_device(self.dist, resolve_device(cfg.device))
         distributed.init(self.dist, self.device)
         self.main = self.dist.is_main
-        torch.manual_seed(cfg.seed + self.dist.rank)  # ranks draw different VAE noise
+        # The same seed on every rank: identical data splits and initial weights (the gan is not DDP-
+        # wrapped, so nothing would re-broadcast its weights). Ranks get their own noise stream below.
+        torch.manual_seed(cfg.seed)
+        if self.main:
+            _remove_stale_temp_files(run_dir)
 
         prepared = prepare(cfg, progress=self.main and sys.stdout.isatty())
         self.spec = prepared.spec
@@ -158,8 +163,18 @@ class Trainer:
                 self.ema = {k: v.to(self.device) for k, v in state.module_state("ema").items()}
             self.schedule.load_state(state.schedule)
             self.counters = state.counters
+        if self.dist.rank > 0:
+            # The state holds rank 0's RNG only: other ranks reseed from (seed, rank, step) so that their
+            # VAE noise differs from rank 0's, also after a resume.
+            torch.manual_seed((cfg.seed * 1_000_003 + self.dist.rank) * 1_000_003 + self.counters.step)
+        # Running sums of the epoch's losses; saved with the state so a mid-epoch resume logs exact means.
+        self.epoch_sums: dict[str, torch.Tensor] = {
+            k: torch.tensor(v, device=self.device) for k, v in self.counters.extra.get("epoch_sums", {}).items()}
+        self.epoch_batches: int = self.counters.extra.get("epoch_batches", 0)
+        self._saved_step = self.counters.step if resume else -1
         self.forward_model = self._wrap_for_speed_and_ddp()
-        self.log = MetricsLog(run_dir, resume_step=self.counters.step if resume else None) if self.main else None
+        self.log = MetricsLog(run_dir, resume_step=self.counters.step if resume else None,
+                              epoch_done=self.counters.batch == 0) if self.main else None
         self.console = Console(self.main, self.total_steps)
         self._pending_checks: list[tuple[int, list[str], torch.Tensor]] = []
 
@@ -359,8 +374,11 @@ class Trainer:
 
     def _save(self, summary: dict[str, Any], best: bool, periodic: bool = False) -> None:
         """Rank 0 writes the checkpoints and the state; every file is replaced atomically."""
+        self._saved_step = self.counters.step
         if not self.main:
             return
+        self.counters.extra["epoch_sums"] = {k: float(v) for k, v in self.epoch_sums.items()}
+        self.counters.extra["epoch_batches"] = self.epoch_batches
         save_model(self.run_dir / "last.safetensors", self.model, self.spec, summary, ema_state=self.ema)
         if best:
             save_model(self.run_dir / "best.safetensors", self.model, self.spec, summary, ema_state=self.ema)
@@ -378,7 +396,9 @@ class Trainer:
             old.unlink(missing_ok=True)
 
     # -- the loop -------------------------------------------------------------------------------
-    def fit(self) -> RunResult:
+    def fit(self, stop: "_StopFlag") -> RunResult:
+        """Train to ``cfg.epochs``. ``stop`` is installed by the caller before set-up, so a signal
+        that arrives while data loads is not lost: the first step runs, then state is saved."""
         cfg, c = self.cfg, self.counters
         started = time.time()
         if self.main:
@@ -394,22 +414,22 @@ class Trainer:
         self.model.train()
         last_val: dict[str, float] = {}
         train_means: dict[str, float] = {}
+        vote = distributed.StopVote(self.device)
         try:
-            with _StopFlag() as stop:
-                while c.epoch < cfg.epochs:
-                    train_means = self._run_epoch(stop, started)
-                    last_val = self._end_epoch(train_means, started)
+            while c.epoch < cfg.epochs:
+                train_means = self._run_epoch(stop, vote, started)
+                last_val = self._end_epoch(train_means, started)
         finally:
             self.console.close()
+        vote.drain()
         distributed.barrier()
         return RunResult(self.run_dir, c.step, c.epoch, c.best_val, {**train_means, **{f"val_{k}": v
                                                                                         for k, v in last_val.items()}})
 
-    def _run_epoch(self, stop: _StopFlag, started: float) -> dict[str, float]:
+    def _run_epoch(self, stop: "_StopFlag", vote: distributed.StopVote, started: float) -> dict[str, float]:
         cfg, c = self.cfg, self.counters
         self.loader.set_epoch(c.epoch)
-        sums: dict[str, torch.Tensor] = {}
-        n_batches = 0
+        sums = self.epoch_sums
         window_start, window_images = time.time(), 0
         for x_u8, labels in self.loader.iter_from(c.batch):
             x = to_model_input(x_u8, self.spec.value_range)
@@ -422,14 +442,14 @@ class Trainer:
             self._update_ema()
             for k, v in comps.items():
                 sums[k] = sums.get(k, torch.zeros((), device=self.device)) + v.float()
-            n_batches += 1
+            self.epoch_batches += 1
             c.step += 1
             c.batch += 1
             window_images += x.shape[0] * self.dist.world_size
             if c.step % cfg.log_every == 0:
                 self._check_finite()
                 rate = window_images / max(1e-9, time.time() - window_start)
-                means = {k: float(v) / n_batches for k, v in sums.items()}
+                means = self._reduced_means(sums, self.epoch_batches)
                 if self.main:
                     self.log.add({"kind": "step", "split": "train", "epoch": c.epoch + 1, "step": c.step, **means,
                                   "lr": self.schedule.lr(c.step - 1), "images_per_s": round(rate, 1),
@@ -440,11 +460,19 @@ class Trainer:
             if cfg.save_every_steps and c.step % cfg.save_every_steps == 0:
                 self._check_finite()
                 self._save(self._training_summary(c.epoch, {}, {}, started), best=False, periodic=True)
-            if distributed.broadcast_flag(stop.signal is not None, self.device) if self.dist.enabled \
-                    else stop.signal is not None:
+            if vote(stop.signal is not None):
+                vote.drain()
                 self._interrupt(stop, started)
         self._check_finite()
-        return {k: float(v) / max(1, n_batches) for k, v in sums.items()}
+        return {k: float(v) / max(1, self.epoch_batches) for k, v in sums.items()}
+
+    def _reduced_means(self, sums: dict[str, torch.Tensor], n: int) -> dict[str, float]:
+        """Running means of this epoch's losses, averaged over ranks (one all-reduce for all of them)."""
+        names = sorted(sums)
+        if not names:
+            return {}
+        stacked = distributed.all_reduce_mean(torch.stack([sums[k] for k in names]) / max(1, n))
+        return dict(zip(names, stacked.tolist()))
 
     def _end_epoch(self, train_means: dict[str, float], started: float) -> dict[str, float]:
         cfg, c = self.cfg, self.counters
@@ -456,12 +484,14 @@ class Trainer:
         best = bool(val) and (c.best_val is None or val["loss"] < c.best_val)
         if best:
             c.best_val = val["loss"]
+        images = self.epoch_batches * cfg.batch_size * self.dist.world_size  # all ranks' share
         c.epoch += 1
         c.batch = 0
+        self.epoch_sums, self.epoch_batches = {}, 0
         if self.main:
             elapsed = round(time.time() - started, 1)
             row = {"kind": "epoch", "epoch": c.epoch, "step": c.step, "lr": self.schedule.lr(max(0, c.step - 1)),
-                   "elapsed_s": elapsed}
+                   "images": images, "elapsed_s": elapsed}
             self.log.add({**row, "split": "train", **train_means})
             if val:
                 self.log.add({**row, "split": "val", **val})
@@ -474,15 +504,37 @@ class Trainer:
         self._save(self._training_summary(c.epoch, train_means, val, started), best=best or self.is_gan)
         return val
 
-    def _interrupt(self, stop: _StopFlag, started: float) -> None:
+    def _interrupt(self, stop: "_StopFlag", started: float) -> None:
         self._check_finite()
-        self._save(self._training_summary(self.counters.epoch, {}, {}, started), best=False)
-        distributed.barrier()
-        if self.main and self.cfg.requeue and os.environ.get("SLURM_JOB_ID"):
-            subprocess.run(["scontrol", "requeue", os.environ["SLURM_JOB_ID"]], check=False)
+        if self._saved_step != self.counters.step:  # a periodic save of this very step is enough
+            self._save(self._training_summary(self.counters.epoch, {}, {}, started), best=False)
+        distributed.barrier()  # every rank is past its step and the state is on disk before a requeue
+        if self.main and self.cfg.requeue:
+            self._requeue()
         name = signal.Signals(stop.signal).name if stop.signal else "signal"
         raise Interrupted(f"stopped by {name} at step {self.counters.step}; state saved in {self.run_dir}. "
                           f"Resume with: aecli train {self.cfg.family} --resume {self.run_dir}")
+
+
+    def _requeue(self) -> None:
+        """Put the Slurm job back in the queue; it restarts with the same script (use --resume auto)."""
+        job = os.environ.get("SLURM_JOB_ID")
+        if not job:
+            self.console.line("--requeue: not inside a Slurm job (no SLURM_JOB_ID); not requeued")
+            return
+        try:
+            done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=60)
+            ok, why = done.returncode == 0, (done.stderr or done.stdout).strip()
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            ok, why = False, str(exc)
+        self.console.line(f"requeued Slurm job {job}" if ok else f"scontrol requeue {job} failed: {why}; "
+                          "resubmit the job script (it resumes with --resume auto)")
+
+
+def _remove_stale_temp_files(run_dir: Path) -> None:
+    """A kill -9 during an atomic write leaves its '.NAME.XXXX.tmp' beside the target; never read."""
+    for tmp in run_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
 
 
 def write_run_config(run_dir: Path, cfg: TrainConfig) -> None:
@@ -527,12 +579,8 @@ def train(cfg: TrainConfig, resume: str | None = None) -> RunResult:
     check_output_dir(run_dir, resuming)
     if distributed.detect().is_main and not resuming:
         write_run_config(run_dir, cfg)
-    trainer = Trainer(cfg, run_dir, resume=resuming)
-    try:
-        return trainer.fit()
-    finally:
-        distributed.shutdown()
-
-
-def command_line() -> str:
-    return shlex.join(["aecli", *sys.argv[1:]])
+    with _StopFlag() as stop:  # installed before set-up: a signal while data loads is kept, not fatal
+        try:
+            return Trainer(cfg, run_dir, resume=resuming).fit(stop)
+        finally:
+            distributed.shutdown()
