@@ -30,18 +30,21 @@ def _fmt(value: Any) -> str:
 class MetricsLog:
     """Rows of metrics, appended as JSON lines; the CSV and the plot are rebuilt from them."""
 
-    def __init__(self, run_dir: Path, resume_step: int | None = None) -> None:
+    def __init__(self, run_dir: Path, resume_step: int | None = None, epoch_done: bool = True) -> None:
         self.run_dir = run_dir
         self.rows: list[dict[str, Any]] = []
         path = run_dir / METRICS_JSONL
         if resume_step is not None and path.exists():
-            # Keep what happened up to the resumed step; a crash may have logged past it.
+            # Keep what happened up to the resumed step; a crash may have logged past it. A state saved
+            # at an epoch's last step but before its end-of-epoch work (epoch_done False) is followed by
+            # that work again, so its epoch rows, if a kill left them, would be written twice.
             for line in path.read_text(encoding="utf-8").splitlines():
                 try:
                     row = json.loads(line)
                 except ValueError:
                     continue  # a line cut by a kill
-                if row.get("step", 0) <= resume_step:
+                step = row.get("step", 0)
+                if step < resume_step or (step == resume_step and (epoch_done or row.get("kind") != "epoch")):
                     self.rows.append(row)
             write_text(path, "".join(json.dumps(r) + "\n" for r in self.rows))
 
@@ -128,3 +131,38 @@ class Console:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+class TensorBoardLog:
+    """`--tensorboard`: event files in RUN_DIR/tensorboard (seed 003: `tensorboard --logdir runs/`)."""
+
+    def __init__(self, run_dir: Path, hparams: dict[str, Any]) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            from aecli.errors import UsageError
+
+            raise UsageError("--tensorboard needs the tensorboard package: pip install 'aecli[tensorboard]'") from None
+        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        # add_hparams wants scalars/strings only; lists and dicts become their JSON text.
+        flat = {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in hparams.items()}
+        self.writer.add_text("config", "```\n" + json.dumps(hparams, indent=2) + "\n```", 0)
+        self.hparams = flat
+
+    def scalars(self, split: str, values: dict[str, Any], step: int) -> None:
+        for k, v in values.items():
+            if isinstance(v, (int, float)) and k not in ("epoch", "step"):
+                group = k if k in ("lr", "images_per_s") else f"{k}/{split}"
+                self.writer.add_scalar(group, v, step)
+
+    def image(self, tag: str, png_path: Path, step: int) -> None:
+        import numpy as np
+        from PIL import Image
+
+        arr = np.asarray(Image.open(png_path).convert("RGB"))
+        self.writer.add_image(tag, arr, step, dataformats="HWC")
+
+    def close(self, final: dict[str, float]) -> None:
+        metrics = {f"hparam/{k}": v for k, v in final.items() if isinstance(v, (int, float))}
+        self.writer.add_hparams(self.hparams, metrics, run_name=".")
+        self.writer.close()
