@@ -1,0 +1,123 @@
+"""Read what a run folder holds: config, final losses, architecture, grids, evaluation figures."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aecli.errors import UsageError
+
+# Config keys that describe a run in the hyperparameter table, in this order.
+HYPER_KEYS = ("epochs", "batch_size", "lr", "optimizer", "betas", "weight_decay", "scheduler", "recon",
+              "reduction", "beta", "kl_warmup_steps", "kl_cycles", "free_bits", "lpips", "lpips_net", "adv",
+              "ema", "precision", "seed", "data", "image_size", "channels", "val_count", "val_fraction")
+# Keys that never count as "swept" (they differ between any two runs).
+_NOT_SWEPT = {"out", "command_line", "log_every", "workers", "device", "requeue", "keep", "save_every_steps",
+              "cache", "data_root", "grid_size", "tensorboard"}
+
+
+@dataclass
+class RunSummary:
+    name: str
+    path: Path
+    family: str
+    config: dict[str, Any]
+    architecture: dict[str, Any]
+    final: dict[str, float]  # final train/val losses from the last epoch rows
+    evaluation: dict[str, Any] = field(default_factory=dict)  # metric -> value (from `aecli evaluate --json`)
+    images: dict[str, Path] = field(default_factory=dict)  # "loss curves" / "reconstructions" / "samples"
+
+
+def _last_epoch_losses(run: Path) -> dict[str, float]:
+    path = run / "metrics.jsonl"
+    final: dict[str, float] = {}
+    if not path.exists():
+        return final
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if row.get("kind") != "epoch":
+            continue
+        for k, v in row.items():
+            if isinstance(v, (int, float)) and k not in ("epoch", "step", "elapsed_s", "images", "lr"):
+                final[f"{row.get('split', 'train')}_{k}"] = float(v)
+    return final
+
+
+def _architecture(ckpt: Path) -> dict[str, Any]:
+    from aecli.checkpoint import load_model
+
+    loaded = load_model(ckpt, "cpu")
+    model, cfg = loaded.model, loaded.header.config
+    arch = {"parameters": loaded.header.parameter_count, "latent shape": "×".join(map(str, model.latent_shape)),
+            "image": f"{loaded.data.channels}×{loaded.data.image_size}×{loaded.data.image_size}"}
+    for key in ("norm", "activation", "widths", "base_channels", "latent", "output_activation", "flows", "heads"):
+        if key in cfg:
+            arch[key] = cfg[key]
+    return arch
+
+
+def _evaluations(run: Path, extra: list[Path]) -> dict[str, Any]:
+    """Figures from `aecli evaluate --json` files in the run folder (evaluation*.json) or given with --eval;
+    a row belongs to this run when its checkpoint lies in the run folder (best preferred over last)."""
+    found: dict[str, dict[str, Any]] = {}
+    for path in sorted(run.glob("evaluation*.json")) + extra:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            raise UsageError(f"{path} is not readable JSON from `aecli evaluate --json`") from None
+        for row in data.get("rows", []):
+            ckpt = Path(row.get("name", ""))
+            if ckpt.parent.resolve() == run.resolve():
+                found[ckpt.name] = {k: v for k, v in row.get("values", {}).items() if v is not None}
+    return found.get("best.safetensors") or found.get("last.safetensors") or next(iter(found.values()), {})
+
+
+def collect_runs(run_dirs: list[Path], eval_files: list[Path] | None = None) -> list[RunSummary]:
+    runs = []
+    for run in run_dirs:
+        config_path = run / "config.json"
+        if not config_path.exists():
+            raise UsageError(f"{run} is not an aecli run folder (no config.json); give folders made by `aecli train`")
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        ckpt = run / "best.safetensors" if (run / "best.safetensors").exists() else run / "last.safetensors"
+        if not ckpt.exists():
+            raise UsageError(f"{run} has no checkpoint yet (best/last.safetensors); train it first")
+        grids = run / "grids"
+        images = {}
+        if (run / "loss_curves.png").exists():
+            images["loss curves"] = run / "loss_curves.png"
+        for label, prefix in (("reconstructions", "recon_e"), ("samples", "samples_e")):
+            files = sorted(grids.glob(f"{prefix}*.png")) if grids.exists() else []
+            if files:
+                images[label] = files[-1]
+        runs.append(RunSummary(name=run.name, path=run, family=config["family"], config=config,
+                               architecture=_architecture(ckpt), final=_last_epoch_losses(run),
+                               evaluation=_evaluations(run, eval_files or []), images=images))
+    return runs
+
+
+def swept_keys(runs: list[RunSummary]) -> list[str]:
+    """Hyperparameters (and model options) whose value differs between runs: the sweep's columns."""
+    if len(runs) < 2:
+        return []
+    keys: list[str] = []
+    candidates = [k for k in runs[0].config if k not in _NOT_SWEPT and k != "model"]
+    for key in candidates:
+        if len({json.dumps(r.config.get(key)) for r in runs}) > 1:
+            keys.append(key)
+    model_keys = sorted({k for r in runs for k in r.config.get("model", {})})
+    for key in model_keys:
+        if len({json.dumps(r.config.get("model", {}).get(key)) for r in runs}) > 1:
+            keys.append(f"model.{key}")
+    return keys
+
+
+def config_value(run: RunSummary, key: str) -> Any:
+    if key.startswith("model."):
+        return run.config.get("model", {}).get(key[len("model."):])
+    return run.config.get(key)
