@@ -1,0 +1,112 @@
+"""`aecli evaluate`: reconstruction, perceptual, generative and latent metrics for one checkpoint or a
+sweep (one row each), or for paired image folders (--pred/--ref)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from aecli.commands._common import (PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, PANEL_WEIGHTS, handle_errors,
+                                    parse_list, stdout_is_terminal)
+from aecli.errors import UsageError
+from aecli.metrics import DEFAULT_METRICS
+METRICS_HELP = ("Comma list of: l1, mse, psnr, ssim, ms-ssim, lpips, kl, rfid, latent (active dims, mean "
+                "|z|, total variance), fid, is, kid (generative families, on --samples prior draws). "
+                "Default needs only the LPIPS weights; FID-type metrics need the Inception weights.")
+
+
+@handle_errors
+def evaluate(
+    checkpoints: Annotated[Optional[list[Path]], typer.Argument(
+        help="One or more aecli checkpoints; each becomes one row.", show_default=False)] = None,
+    metrics: Annotated[str, typer.Option("--metrics", "-m", help=METRICS_HELP)] = DEFAULT_METRICS,
+    data: Annotated[Optional[str], typer.Option(
+        "--data", help="Evaluation data (folder, file list, digits, mnist, ...). Default: the checkpoint's "
+        "training source.", rich_help_panel=PANEL_DATA)] = None,
+    split: Annotated[str, typer.Option(help="Which split to score: val, train or all.",
+                                       rich_help_panel=PANEL_DATA)] = "val",
+    n: Annotated[Optional[int], typer.Option("--n", help="Use at most N images of the split.",
+                                             rich_help_panel=PANEL_DATA)] = None,
+    data_root: Annotated[Optional[str], typer.Option(help="Where torchvision data sets live.",
+                                                     rich_help_panel=PANEL_DATA)] = None,
+    pred: Annotated[Optional[Path], typer.Option(help="Paired mode: folder of predicted images (no checkpoint).",
+                                                 rich_help_panel=PANEL_DATA)] = None,
+    ref: Annotated[Optional[Path], typer.Option(help="Paired mode: folder of reference images, paired with --pred "
+                                                "by relative file name (extension ignored).",
+                                                rich_help_panel=PANEL_DATA)] = None,
+    skip_unpaired: Annotated[bool, typer.Option(help="Paired mode: skip unpaired or size-mismatched files "
+                                                "instead of failing.", rich_help_panel=PANEL_DATA)] = False,
+    samples: Annotated[Optional[int], typer.Option(help="Prior draws for fid/is/kid (default: as many as "
+                                                   "evaluation images; < 2048 gives biased FID).")] = None,
+    lpips_net: Annotated[str, typer.Option(help="LPIPS trunk: alex, vgg or squeeze.",
+                                           rich_help_panel=PANEL_WEIGHTS)] = "alex",
+    weights_dir: Annotated[Optional[str], typer.Option(help="Folder with the pretrained files (default "
+                                                       "$TORCH_HOME/hub/checkpoints).",
+                                                       rich_help_panel=PANEL_WEIGHTS)] = None,
+    inception_weights: Annotated[Optional[str], typer.Option(help="Use this Inception state dict (strictly "
+                                                             "loaded) instead of torch-fidelity's file.",
+                                                             rich_help_panel=PANEL_WEIGHTS)] = None,
+    lpips_weights: Annotated[Optional[str], typer.Option(help="Use this torchvision backbone state dict for "
+                                                         "LPIPS (strictly loaded).",
+                                                         rich_help_panel=PANEL_WEIGHTS)] = None,
+    cache_dir: Annotated[Optional[str], typer.Option(help="Reference Inception-feature cache (default "
+                                                     "<weights dir>/aecli-fid-ref).",
+                                                     rich_help_panel=PANEL_WEIGHTS)] = None,
+    active_threshold: Annotated[float, typer.Option(help="latent: a dimension is active when its variance "
+                                                    "over the data exceeds this.")] = 0.01,
+    ema: Annotated[bool, typer.Option("--ema", help="Evaluate the checkpoints' EMA weights.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.", rich_help_panel=PANEL_RUNTIME)] = 64,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel=PANEL_RUNTIME)] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of the prior draws.", rich_help_panel=PANEL_RUNTIME)] = 0,
+    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write values, N, sizes, device, library "
+                                                      "versions, weights hashes and the FID protocol as JSON.",
+                                                      rich_help_panel=PANEL_OUTPUT)] = None,
+    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write one CSV line per row.",
+                                                     rich_help_panel=PANEL_OUTPUT)] = None,
+) -> None:
+    """Score checkpoints (one row each, one pass over the data per checkpoint, reference statistics
+    cached) or paired folders. PSNR/SSIM/LPIPS are per image, then mean ± std. Never downloads:
+    missing pretrained files fail at once with the `aecli weights download` command to run."""
+    paired = pred is not None or ref is not None
+    if paired and (pred is None or ref is None):
+        raise UsageError("paired mode needs both --pred DIR and --ref DIR")
+    if paired and checkpoints:
+        raise UsageError("give checkpoints or --pred/--ref, not both")
+    if not paired and not checkpoints:
+        raise UsageError("give one or more checkpoints, or --pred DIR --ref DIR")
+    # The weights check runs before torch is even imported: a missing file fails in well under a second.
+    from aecli.weights import require_weights
+
+    metric_list = parse_list(metrics)
+    require_weights(metric_list, lpips_net, weights_dir, inception_weights, lpips_weights)
+
+    from rich.console import Console
+
+    from aecli.metrics.evaluate import EvalConfig, evaluate_checkpoints, evaluate_folders
+    from aecli.metrics.report import print_report, write_csv, write_json
+
+    err = Console(stderr=True)
+    cfg = EvalConfig(metrics=metric_list, data=data, split=split, n=n, batch_size=batch_size, device=device,
+                     lpips_net=lpips_net, samples=samples, weights_dir=weights_dir,
+                     inception_weights=inception_weights, lpips_weights=lpips_weights, cache_dir=cache_dir,
+                     ema=ema, active_threshold=active_threshold, data_root=data_root, seed=seed)
+
+    def log(message: str) -> None:
+        err.print(message, style="dim", markup=False, highlight=False)
+
+    if paired:
+        report = evaluate_folders(str(pred), str(ref), cfg, skip_unpaired, log=log)
+    else:
+        report = evaluate_checkpoints(checkpoints or [], cfg, log=log)
+    # Piped or redirected output gets a wide table instead of one folded to 80 columns.
+    print_report(report, Console(width=None if stdout_is_terminal() else 240))
+    if json_path:
+        write_json(report, json_path)
+    if csv_path:
+        write_csv(report, csv_path)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("evaluate")(evaluate)

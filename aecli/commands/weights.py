@@ -1,0 +1,100 @@
+"""`aecli weights check|download`: the pretrained files LPIPS and FID need, for offline compute nodes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from aecli.commands._common import PANEL_WEIGHTS, handle_errors, parse_list
+from aecli.errors import WeightsMissingError
+
+weights_app = typer.Typer(
+    help="Check or fetch the pretrained files (LPIPS backbones, torch-fidelity's Inception). Files live in "
+    "$TORCH_HOME/hub/checkpoints (torch.hub.get_dir()); fetch them on a login node, then export TORCH_HOME "
+    "in job scripts. evaluate and train --lpips never download.",
+    no_args_is_help=True,
+)
+
+MetricsOpt = Annotated[str, typer.Option("--metrics", "-m", help="Which metrics' files: lpips and/or "
+                                         "fid (also covers rfid, is, kid).")]
+NetOpt = Annotated[str, typer.Option(help="LPIPS trunk(s), comma list of alex, vgg, squeeze, or all.")]
+DirOpt = Annotated[Optional[str], typer.Option(help="Folder with the files (default "
+                                               "$TORCH_HOME/hub/checkpoints).", rich_help_panel=PANEL_WEIGHTS)]
+
+
+def _nets(text: str) -> list[str]:
+    from aecli.weights import LPIPS_NETS, check_net
+
+    nets = list(LPIPS_NETS) if text.strip() == "all" else parse_list(text)
+    return [check_net(n) for n in nets] or ["alex"]
+
+
+@handle_errors
+def check(
+    metrics: MetricsOpt = "lpips,fid",
+    lpips_net: NetOpt = "alex",
+    weights_dir: DirOpt = None,
+    inception_weights: Annotated[Optional[str], typer.Option(help="Check this Inception file instead.",
+                                                             rich_help_panel=PANEL_WEIGHTS)] = None,
+    lpips_weights: Annotated[Optional[str], typer.Option(help="Check this LPIPS backbone file instead.",
+                                                         rich_help_panel=PANEL_WEIGHTS)] = None,
+) -> None:
+    """Per file: present, readable, SHA-256 (or a strict load) OK. Never touches the network."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.text import Text
+
+    from aecli.weights import check_files, export_line, remedy
+
+    wanted = parse_list(metrics)
+    statuses, seen = [], set()
+    for net in _nets(lpips_net):
+        for status in check_files(wanted, net, weights_dir, inception_weights, lpips_weights):
+            if status.need.path not in seen:
+                seen.add(status.need.path)
+                statuses.append(status)
+    table = Table(title="pretrained weights")
+    for col in ("file", "used for", "status"):
+        table.add_column(col, overflow="fold")
+    for s in statuses:
+        table.add_row(Text(str(s.need.path)), s.need.purpose,
+                      Text("ok: " + s.detail if s.ok else s.detail, style="green" if s.ok else "red"))
+    console = Console()
+    console.print(table)
+    typer.echo(export_line(weights_dir))
+    bad = [s for s in statuses if not s.ok]
+    if bad:
+        listing = "; ".join(f"{s.need.path}: {s.detail}" for s in bad)
+        raise WeightsMissingError(f"{len(bad)} file(s) not usable: {listing}. Fix: "
+                                  + remedy(wanted, lpips_net, weights_dir))
+
+
+@handle_errors
+def download(
+    metrics: MetricsOpt = "lpips,fid",
+    lpips_net: NetOpt = "alex",
+    weights_dir: DirOpt = None,
+    timeout: Annotated[float, typer.Option(help="Network timeout in seconds per read.")] = 120.0,
+) -> None:
+    """Fetch the missing files (SHA-256 verified) where internet exists, e.g. a login node."""
+    from aecli.weights import download as fetch
+    from aecli.weights import export_line
+
+    wanted = parse_list(metrics)
+    done = set()
+    for net in _nets(lpips_net):
+        for path in fetch(wanted, net, weights_dir, timeout_s=timeout):
+            if path not in done:
+                done.add(path)
+                typer.echo(f"ok  {path}")
+    typer.echo("In job scripts (compute nodes without internet):")
+    typer.echo(export_line(weights_dir))
+
+
+weights_app.command("check")(check)
+weights_app.command("download")(download)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(weights_app, name="weights")

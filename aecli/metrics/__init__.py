@@ -1,0 +1,12 @@
+"""Image-quality metrics for `aecli evaluate`: reconstruction (l1, mse, psnr, ssim, ms-ssim), LPIPS,
+FID/IS/KID through torch-fidelity, latent statistics, and the one-pass driver (``evaluate``).
+
+This module stays import-light (no torch): the CLI reads the metric names from here.
+"""
+
+RECON_METRICS = ("l1", "mse", "psnr", "ssim", "ms-ssim", "lpips")
+ENCODER_METRICS = RECON_METRICS + ("kl", "rfid", "latent")
+GEN_METRICS = ("fid", "is", "kid")
+METRICS = ENCODER_METRICS + GEN_METRICS
+# Works on any node that has the LPIPS backbone; FID-type metrics are opt-in (slow on CPU, need Inception).
+DEFAULT_METRICS = "l1,mse,psnr,ssim,lpips"

@@ -1,0 +1,505 @@
+"""The one-pass evaluation driver behind `aecli evaluate`.
+
+Per checkpoint the evaluation set is read once: each batch is decoded once and every reconstruction
+metric, the KL, the latent statistics and the Inception features of the reconstructions come from
+that single forward pass, on the device. The reference set's Inception features are computed once
+per data set and cached on disk (``ReferenceCache``), so a sweep of checkpoints pays for them once.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+
+from aecli.errors import UsageError
+from aecli.metrics import DEFAULT_METRICS, ENCODER_METRICS, GEN_METRICS, METRICS, RECON_METRICS, fidelity
+from aecli.metrics import reconstruction as rec
+from aecli.metrics.latent_stats import DEFAULT_ACTIVE_THRESHOLD, LatentStats
+from aecli.metrics.perceptual import lpips_distance, lpips_resize_note
+from aecli.weights import check_net, require_weights, sha256_file, weights_dir, WEIGHT_FILES
+
+PER_IMAGE = RECON_METRICS + ("kl",)  # reported as mean ± std over images
+LATENT_KEYS = ("active_dims", "latent_dims", "mean_abs_activation", "total_variance")
+METRIC_HELP = {
+    "l1": "mean absolute error per image on [0,1] images, then mean over images",
+    "mse": "mean squared error per image on [0,1] images, then mean over images",
+    "psnr": "per image 10·log10(1/MSE) on [0,1] images (capped at 100 dB), then mean ± std over images",
+    "ssim": "Gaussian SSIM (11x11, sigma 1.5, data_range 1) per image, pytorch-msssim",
+    "ms-ssim": "5-scale MS-SSIM (pytorch-msssim); needs images larger than 160 px",
+    "lpips": "LPIPS v0.1 (lpips package) on [-1,1] RGB inputs, per image",
+    "kl": "KL(q(z|x) || N(0,I)) summed over latent dims, mean per image (VAE families)",
+    "rfid": "FID of the reconstructions against their inputs",
+    "latent": "latent statistics of the encoder means: active dims (variance > threshold), mean |z|, "
+              "total variance",
+    "fid": "FID of --samples prior draws against the evaluation set",
+    "is": "Inception Score of --samples prior draws (10 splits)",
+    "kid": "KID of --samples prior draws against the evaluation set (subset size min(1000, N))",
+}
+
+
+def parse_metrics(names: Iterable[str]) -> list[str]:
+    out: list[str] = []
+    for raw in names:
+        name = raw.strip().lower()
+        if name not in METRICS:
+            raise UsageError(f"unknown metric {raw!r}; choose from {', '.join(METRICS)}")
+        if name not in out:
+            out.append(name)
+    if not out:
+        raise UsageError(f"--metrics is empty; choose from {', '.join(METRICS)}")
+    return out
+
+
+@dataclass
+class EvalConfig:
+    metrics: list[str] = field(default_factory=lambda: DEFAULT_METRICS.split(","))
+    data: str | None = None  # None: each checkpoint's training source
+    split: str = "val"
+    n: int | None = None
+    batch_size: int = 64
+    device: str = "auto"
+    lpips_net: str = "alex"
+    samples: int | None = None  # None: as many as the evaluation set has images
+    weights_dir: str | None = None
+    inception_weights: str | None = None
+    lpips_weights: str | None = None
+    cache_dir: str | None = None  # None: <weights dir>/aecli-fid-ref
+    ema: bool = False
+    active_threshold: float = DEFAULT_ACTIVE_THRESHOLD
+    data_root: str | None = None
+    seed: int = 0  # prior draws for fid/is/kid
+
+    def validate(self) -> None:
+        self.metrics = parse_metrics(self.metrics)
+        check_net(self.lpips_net)
+        for name, value in (("--n", self.n), ("--samples", self.samples), ("--batch-size", self.batch_size)):
+            if value is not None and value < 1:
+                raise UsageError(f"{name} must be at least 1, got {value}")
+        if not self.active_threshold > 0:
+            raise UsageError(f"the active-dimension threshold must be positive, got {self.active_threshold}")
+
+    def require_weights(self) -> None:
+        require_weights(self.metrics, self.lpips_net, self.weights_dir, self.inception_weights,
+                        self.lpips_weights)
+
+
+@dataclass
+class Row:
+    """One evaluated model (or folder pair): values (None = n/a) and a note per metric."""
+
+    name: str
+    family: str
+    n: int = 0
+    image_size: str = ""
+    samples: int | None = None
+    values: dict[str, float | None] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def na(self, metric: str, reason: str) -> None:
+        self.values[metric] = None
+        self.notes[metric] = f"n/a: {reason}"
+
+
+@dataclass
+class EvalReport:
+    rows: list[Row]
+    metrics: list[str]
+    device: str
+    info: dict[str, Any]  # versions, weights hashes, FID protocol, cache counts
+    warnings: list[str]
+
+
+class _Recon:
+    """Accumulates per-image reconstruction metrics of [0, 1] image batches."""
+
+    def __init__(self, metrics: list[str], lpips_model: Any, lpips_net: str) -> None:
+        self.metrics = [m for m in metrics if m in RECON_METRICS]
+        self.lpips_model, self.lpips_net = lpips_model, lpips_net
+        self.values: dict[str, list[torch.Tensor]] = {m: [] for m in self.metrics}
+        self.unavailable: dict[str, str] = {}
+        self.notes: dict[str, str] = {}
+
+    def update(self, pred: torch.Tensor, ref: torch.Tensor) -> None:
+        h, w = ref.shape[-2:]
+        for m in self.metrics:
+            if m in self.unavailable:
+                continue
+            reason = (rec.ssim_unavailable(h, w) if m == "ssim" else
+                      rec.ms_ssim_unavailable(h, w) if m == "ms-ssim" else None)
+            if reason:
+                self.unavailable[m] = reason
+                continue
+            if m == "lpips":
+                note = lpips_resize_note(h, w, self.lpips_net)
+                if note:
+                    self.notes[m] = note
+                v = lpips_distance(self.lpips_model, pred, ref, self.lpips_net)
+            else:
+                fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = {
+                    "l1": rec.l1, "mse": rec.mse, "psnr": rec.psnr, "ssim": rec.ssim, "ms-ssim": rec.ms_ssim}[m]
+                v = fn(pred, ref)
+            self.values[m].append(v.detach().float().cpu())
+
+    def fill(self, row: Row) -> None:
+        for m in self.metrics:
+            if m in self.unavailable:
+                row.na(m, self.unavailable[m])
+                continue
+            _mean_std(row, m, torch.cat(self.values[m]))
+            if m in self.notes:
+                row.notes[m] = self.notes[m]
+
+
+def _mean_std(row: Row, metric: str, values: torch.Tensor) -> None:
+    v = values.double()
+    row.values[metric] = float(v.mean())
+    row.values[f"{metric}_std"] = float(v.std()) if len(v) > 1 else 0.0
+
+
+class Evaluator:
+    """Holds what a sweep shares: the device, metric networks, data sets and the reference cache."""
+
+    def __init__(self, cfg: EvalConfig, log: Callable[[str], None] = lambda s: None) -> None:
+        from aecli.commands._common import resolve_device
+
+        cfg.validate()
+        cfg.require_weights()  # before any data or model is loaded: fail in well under a second
+        self.cfg, self.log = cfg, log
+        self.device = resolve_device(cfg.device)
+        self.warnings: list[str] = []
+        cache_dir = cfg.cache_dir or str(weights_dir(cfg.weights_dir) / "aecli-fid-ref")
+        self.cache = fidelity.ReferenceCache(cache_dir)
+        self._lpips: Any = None
+        self._inception: Any = None
+        self._inception_sha = ""
+        self._datasets: dict[tuple[Any, ...], Any] = {}
+        self.weights_info: dict[str, str] = {}
+
+    # -- shared networks ---------------------------------------------------------------------------
+    @property
+    def needs_inception(self) -> bool:
+        return any(m in self.cfg.metrics for m in ("rfid", *GEN_METRICS))
+
+    def lpips(self) -> Any:
+        if self._lpips is None and "lpips" in self.cfg.metrics:
+            from aecli.weights import build_lpips
+
+            cfg = self.cfg
+            self._lpips = build_lpips(cfg.lpips_net, weights_dir=cfg.weights_dir, weights_file=cfg.lpips_weights,
+                                      device=self.device)
+            path = cfg.lpips_weights or str(weights_dir(cfg.weights_dir) / WEIGHT_FILES[cfg.lpips_net][0])
+            self.weights_info[f"lpips-{cfg.lpips_net}"] = f"{path} sha256:{sha256_file(path)}"
+        return self._lpips
+
+    def inception(self) -> Any:
+        if self._inception is None:
+            path = self.cfg.inception_weights or str(weights_dir(self.cfg.weights_dir) / WEIGHT_FILES["inception"][0])
+            self._inception = fidelity.load_inception(path, self.device)
+            self._inception_sha = sha256_file(path)
+            self.weights_info["inception"] = f"{path} sha256:{self._inception_sha}"
+        return self._inception
+
+    def features(self, images_u8: torch.Tensor) -> dict[str, torch.Tensor]:
+        return fidelity.inception_features(self.inception(), images_u8)
+
+    def reference_identity(self, source_id: str, n: int, size: str, channels: int) -> dict[str, Any]:
+        import torch_fidelity
+
+        self.inception()
+        return {"data": source_id, "split": self.cfg.split, "n": n, "image_size": size, "channels": channels,
+                "inception_sha256": self._inception_sha, "torch_fidelity": torch_fidelity.__version__,
+                "features": list(fidelity.FEATURES)}
+
+    # -- data --------------------------------------------------------------------------------------
+    def dataset(self, source: str, image_size: int, channels: int) -> Any:
+        from aecli.data import open_source
+
+        key = (source, image_size, channels)
+        if key not in self._datasets:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self._datasets[key] = open_source(source, image_size=image_size, channels=channels,
+                                                  split=self.cfg.split, limit=self.cfg.n,
+                                                  data_root=self.cfg.data_root)
+            self.warnings += [str(w.message) for w in caught]
+        return self._datasets[key]
+
+    # -- generation metrics ------------------------------------------------------------------------
+    def generation(self, row: Row, sampler: Callable[[int, torch.Generator], torch.Tensor] | None,
+                   ref: dict[str, torch.Tensor] | None, reason: str, n_default: int) -> None:
+        """fid/is/kid of ``sampler`` draws (images in [0, 1]) against reference features."""
+        wanted = [m for m in GEN_METRICS if m in self.cfg.metrics]
+        if not wanted:
+            return
+        if sampler is None:
+            for m in wanted:
+                row.na(m, reason)
+            return
+        n = self.cfg.samples or n_default
+        row.samples = n
+        gen = torch.Generator().manual_seed(self.cfg.seed)
+        bank = fidelity.FeatureBank()
+        done = 0
+        while done < n:
+            b = min(self.cfg.batch_size, n - done)
+            bank.add(self.features(fidelity.to_uint8(sampler(b, gen))))
+            done += b
+        feats = bank.result()
+        self._distribution_metrics(row, feats, ref, wanted, n, "generated")
+
+    def _distribution_metrics(self, row: Row, feats: dict[str, torch.Tensor], ref: dict[str, torch.Tensor] | None,
+                              wanted: list[str], n: int, what: str) -> None:
+        if n < fidelity.FID_SMALL_N:
+            self.warn(f"{row.name}: {', '.join(wanted)} on N={n} {what} images (< {fidelity.FID_SMALL_N}): "
+                      "FID/KID are biased at small N; compare only runs with the same N")
+        for m in wanted:
+            if m == "is":
+                row.values["is"], row.values["is_std"] = fidelity.inception_score(feats["logits_unbiased"])
+            elif len(feats["2048"]) < 2 or ref is None or len(ref["2048"]) < 2:
+                row.na(m, "needs at least 2 images on each side")
+            elif m in ("fid", "rfid"):
+                row.values[m] = fidelity.fid(feats["2048"], ref["2048"])
+            else:
+                row.values["kid"], row.values["kid_std"], subset = fidelity.kid(feats["2048"], ref["2048"])
+                row.notes["kid"] = f"subset size {subset}, 100 subsets"
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def evaluate_checkpoint(self, path: str | os.PathLike[str]) -> Row:
+        from aecli.checkpoint.format import load_model, read_header
+
+        cfg = self.cfg
+        header = read_header(path)
+        source = cfg.data or header.data.source
+        if not source:
+            raise UsageError(f"{path} does not record its training data source; pass --data SRC")
+        spec = header.data
+        ds = self.dataset(source, spec.image_size, spec.channels)
+        loaded = load_model(path, self.device, ema=cfg.ema)
+        model = loaded.model
+        row = Row(name=str(path), family=header.family, n=len(ds),
+                  image_size=f"{spec.image_size}x{spec.image_size}x{spec.channels}")
+        self.log(f"{path}: {header.family} on {source} ({len(ds)} images, {cfg.split})")
+        wanted = [m for m in cfg.metrics if m in ENCODER_METRICS]
+        if wanted and not model.has_encoder:
+            for m in wanted:
+                row.na(m, f"{header.family} has no encoder")
+            wanted = []
+        ref_needed = "rfid" in wanted or (model.has_prior and any(m in cfg.metrics for m in GEN_METRICS))
+        ref_id = self.reference_identity(ds.source_id, len(ds), row.image_size, spec.channels) if ref_needed else None
+        ref = self.cache.get(ref_id) if ref_id else None
+        if wanted or (ref_id and ref is None):
+            ref = self._data_pass(model, spec, ds, row, wanted, ref_id, ref)
+
+        def sampler(b: int, gen: torch.Generator) -> torch.Tensor:
+            labels = None
+            if model.is_conditional:
+                labels = torch.randint(0, model.config.num_classes, (b,), generator=gen).to(self.device)
+            with torch.no_grad():
+                return spec.to_unit_range(model.sample(b, labels=labels, generator=gen).float())
+
+        self.generation(row, sampler if model.has_prior else None, ref,
+                        f"{header.family} has no prior to sample from", len(ds))
+        return row
+
+    def _data_pass(self, model: Any, spec: Any, ds: Any, row: Row, wanted: list[str],
+                   ref_id: dict[str, Any] | None, ref: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+        """The single read of the evaluation set for one checkpoint."""
+        from aecli.data import BatchLoader, to_model_input
+        from aecli.models.distributions import DiagonalGaussian
+
+        collect_ref = ref_id is not None and ref is None
+        recon = _Recon(wanted, self.lpips() if "lpips" in wanted else None, self.cfg.lpips_net)
+        kl: list[torch.Tensor] = []
+        kl_na = ""
+        latent = LatentStats()
+        rec_bank, ref_bank = fidelity.FeatureBank(), fidelity.FeatureBank()
+        with torch.no_grad():
+            for x_u8, labels in BatchLoader(ds, self.cfg.batch_size, shuffle=False, device=self.device):
+                if collect_ref:
+                    ref_bank.add(self.features(x_u8))
+                if not wanted:
+                    continue
+                if model.is_conditional and bool((labels < 0).any()):
+                    raise UsageError(f"{row.name} is class-conditional but the evaluation data is unlabeled; "
+                                     "pass --data with the labeled data it was trained on")
+                x = to_model_input(x_u8, spec.value_range)
+                out = model(x, labels if model.is_conditional else None)
+                pred = spec.to_unit_range(out.recon.float())
+                recon.update(pred, x_u8.float() / 255.0)
+                if "kl" in wanted:
+                    if isinstance(out.posterior, DiagonalGaussian):
+                        kl.append(out.posterior.kl().float().cpu())
+                    else:
+                        kl_na = f"{row.family} is not a VAE (deterministic latent)"
+                if "latent" in wanted:
+                    latent.update(out.posterior.mode())
+                if "rfid" in wanted:
+                    rec_bank.add(self.features(fidelity.to_uint8(pred)))
+        if collect_ref:
+            assert ref_id is not None
+            ref = ref_bank.result()
+            self.cache.put(ref_id, ref)
+        recon.fill(row)
+        if "kl" in wanted:
+            if kl_na:
+                row.na("kl", kl_na)
+            else:
+                _mean_std(row, "kl", torch.cat(kl))
+                if row.family == "flow-vae":
+                    row.notes["kl"] = "KL of the base posterior q0, before the planar flows"
+        if "latent" in wanted:
+            self._latent(row, latent)
+        if "rfid" in wanted:
+            self._distribution_metrics(row, rec_bank.result(), ref, ["rfid"], len(ds), "reconstructed")
+        return ref
+
+    def _latent(self, row: Row, latent: LatentStats) -> None:
+        if latent.count < 2:
+            for k in LATENT_KEYS:
+                row.values[k] = None
+            row.notes["latent"] = "n/a: needs at least 2 images"
+            return
+        row.values.update(latent.summary(self.cfg.active_threshold))
+        row.notes["latent"] = (f"encoder means {'x'.join(map(str, latent.shape))}; active = variance > "
+                               f"{self.cfg.active_threshold:g}")
+
+    # -- folders -----------------------------------------------------------------------------------
+    def evaluate_folders(self, pred_dir: str, ref_dir: str, skip_unpaired: bool = False) -> Row:
+        from aecli.metrics.folders import iter_pair_batches, pair_folders
+
+        pairs = pair_folders(pred_dir, ref_dir, skip_unpaired, self.warn)
+        cfg = self.cfg
+        row = Row(name=f"{pred_dir} vs {ref_dir}", family="folders", n=len(pairs.items))
+        sizes = sorted({f"{h}x{w}x{c}" for (h, w, c) in pairs.shapes})
+        row.image_size = ",".join(sizes)
+        for m in cfg.metrics:
+            if m in ("kl", "latent"):
+                row.na(m, "needs a checkpoint")
+            elif m == "rfid":
+                row.na(m, "use fid: the predictions are the reconstructions")
+        wanted = [m for m in cfg.metrics if m in RECON_METRICS]
+        dist = [m for m in cfg.metrics if m in GEN_METRICS]
+        recon = _Recon(wanted, self.lpips() if "lpips" in wanted else None, cfg.lpips_net)
+        ref_id = (self.reference_identity(pairs.ref_identity, len(pairs.items), row.image_size, pairs.channels)
+                  if dist else None)
+        ref = self.cache.get(ref_id) if ref_id else None
+        pred_bank, ref_bank = fidelity.FeatureBank(), fidelity.FeatureBank()
+        with torch.no_grad():
+            for pred_u8, ref_u8 in iter_pair_batches(pairs, cfg.batch_size):
+                pred_u8, ref_u8 = pred_u8.to(self.device), ref_u8.to(self.device)
+                recon.update(pred_u8.float() / 255.0, ref_u8.float() / 255.0)
+                if dist:
+                    pred_bank.add(self.features(pred_u8))
+                    if ref is None:
+                        ref_bank.add(self.features(ref_u8))
+        recon.fill(row)
+        if dist:
+            if ref is None:
+                assert ref_id is not None
+                ref = ref_bank.result()
+                self.cache.put(ref_id, ref)
+            row.samples = len(pairs.items)
+            self._distribution_metrics(row, pred_bank.result(), ref, dist, len(pairs.items), "predicted")
+        return row
+
+    # -- report ------------------------------------------------------------------------------------
+    def report(self, rows: list[Row]) -> EvalReport:
+        import lpips
+        import pytorch_msssim
+        import torch_fidelity
+        import torchvision
+
+        import aecli
+
+        versions = {"aecli": aecli.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+                    "torch_fidelity": torch_fidelity.__version__, "lpips": getattr(lpips, "__version__", "?"),
+                    "pytorch_msssim": getattr(pytorch_msssim, "__version__", "?")}
+        info: dict[str, Any] = {
+            "versions": versions,
+            "weights": dict(self.weights_info),
+            "split": self.cfg.split,
+            "definitions": {m: METRIC_HELP[m] for m in self.cfg.metrics},
+            "reference_cache": {"dir": str(self.cache.directory), "passes": self.cache.passes,
+                                "hits": self.cache.hits},
+        }
+        if self.needs_inception:
+            info["fid_protocol"] = fidelity.protocol()
+        for w in self.cache.warnings:
+            self.warn(w)
+        return EvalReport(rows=rows, metrics=list(self.cfg.metrics), device=str(self.device), info=info,
+                          warnings=list(self.warnings))
+
+
+def evaluate_checkpoints(paths: Iterable[str | os.PathLike[str]], cfg: EvalConfig,
+                         log: Callable[[str], None] = lambda s: None) -> EvalReport:
+    """Evaluate each checkpoint on its (or ``cfg.data``'s) evaluation set; one row per checkpoint."""
+    paths = list(paths)
+    if not paths:
+        raise UsageError("give at least one checkpoint, or --pred DIR --ref DIR")
+    ev = Evaluator(cfg, log)
+    rows = []
+    for p in paths:
+        rows.append(ev.evaluate_checkpoint(p))
+        if ev.device.type == "cuda":
+            torch.cuda.empty_cache()
+    return ev.report(rows)
+
+
+def evaluate_folders(pred_dir: str, ref_dir: str, cfg: EvalConfig, skip_unpaired: bool = False,
+                     log: Callable[[str], None] = lambda s: None) -> EvalReport:
+    """Score images produced elsewhere against references, paired by relative file name."""
+    ev = Evaluator(cfg, log)
+    return ev.report([ev.evaluate_folders(pred_dir, ref_dir, skip_unpaired)])
+
+
+def columns(report: EvalReport) -> list[str]:
+    """Value keys in display order: each metric, then its std where there is one."""
+    keys: list[str] = []
+    for m in report.metrics:
+        if m == "latent":
+            keys += list(LATENT_KEYS)
+            continue
+        keys.append(m)
+        if m in PER_IMAGE or m in ("is", "kid"):
+            keys.append(f"{m}_std")
+    return keys
+
+
+def format_value(value: float | None) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float) and math.isfinite(value) and value == int(value) and abs(value) < 1e9:
+        return str(int(value))
+    return f"{value:.4g}"
+
+
+def display_names(rows: list[Row]) -> list[str]:
+    """Shortest path suffixes that tell the rows apart (sweeps are often run_*/best.safetensors)."""
+    parts = [Path(r.name).parts if r.family != "folders" else (r.name,) for r in rows]
+    depth = 1
+    while depth < max((len(p) for p in parts), default=1):
+        names = ["/".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+        depth += 1
+    return [r.name for r in rows]
+
+
+def iter_notes(report: EvalReport) -> Iterator[str]:
+    """Footnotes, one per (row, note): metrics sharing a reason are listed together."""
+    for row, name in zip(report.rows, display_names(report.rows)):
+        grouped: dict[str, list[str]] = {}
+        for metric, note in row.notes.items():
+            grouped.setdefault(note, []).append(metric)
+        for note, metrics in grouped.items():
+            yield f"{name} {', '.join(metrics)}: {note}"
