@@ -11,7 +11,7 @@ import typer
 import aecli
 
 # Order here is the order in `aecli --help`.
-COMMANDS = ["models", "info", "train"]
+COMMANDS = ["models", "info", "train", "reconstruct", "sample", "interpolate", "arithmetic", "tsne", "evaluate", "weights", "report"]
 
 app = typer.Typer(
     name="aecli",

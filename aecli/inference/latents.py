@@ -1,0 +1,182 @@
+"""Latent-space tools: batched encoding and decoding, a Gaussian fit to a set of latents, lerp/slerp,
+and latent files (safetensors, with the input names in the metadata).
+
+"The latent" of an image is the one the decoder sees for it: the posterior mean for VAEs, the code for
+plain AEs, and for flow-vae the mean pushed through the planar flows (its prior lives in that space,
+so interpolating or sampling there matches what the decoder was trained on).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from aecli.errors import DataError, UsageError
+
+LATENTS_FORMAT = "aecli-latents"
+METHODS = ("lerp", "slerp")
+FIT_KINDS = ("auto", "diag", "full")
+FULL_COV_MAX_DIM = 2048  # above this a D×D covariance costs too much memory/time: diagonal instead
+
+
+def decoder_latent(model: Any, x: torch.Tensor) -> torch.Tensor:
+    """The latent the decoder sees for model-range images ``x`` (deterministic: the posterior mean)."""
+    z, _ = model.transform_latent(model.encode(x).mode())
+    return z
+
+
+@torch.no_grad()
+def encode_images(model: Any, data: Any, value_range: Sequence[float], *, batch_size: int = 64,
+                  device: torch.device | str = "cpu", progress: bool = False,
+                  description: str = "encoding") -> torch.Tensor:
+    """Latents of every image of an ImageSet, float32 on the CPU, shape [N, *model.latent_shape]."""
+    from aecli.data import to_model_input
+    from aecli.inference.common import Progress, batches
+
+    device = torch.device(device)
+    out = torch.empty((len(data), *model.latent_shape), dtype=torch.float32)
+    start = 0
+    with Progress(len(data), description, enabled=progress, min_total=2048) as bar:
+        for x_u8, _ in batches(data, batch_size, device):
+            z = decoder_latent(model, to_model_input(x_u8, tuple(value_range)))
+            out[start : start + len(z)] = z.float().cpu()
+            start += len(z)
+            bar.advance(len(z))
+    return out
+
+
+@torch.no_grad()
+def decode_latents(model: Any, z: torch.Tensor, spec: Any, labels: torch.Tensor | None = None, *,
+                   batch_size: int = 64) -> torch.Tensor:
+    """Decode latents in batches on the model's device → images in [0, 1], float32 on the CPU."""
+    device = next(model.parameters()).device
+    parts = []
+    for a in range(0, len(z), max(1, batch_size)):
+        zb = z[a : a + batch_size].to(device)
+        lb = labels[a : a + batch_size].to(device) if labels is not None else None
+        parts.append(spec.to_unit_range(model.decode(zb, lb).float()).cpu())
+    return torch.cat(parts) if parts else torch.empty(0)
+
+
+# -- interpolation -------------------------------------------------------------------------------------
+def lerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """(1 - t)·a + t·b; written this way so t = 0 and t = 1 give a and b exactly."""
+    return (1.0 - t) * a + t * b
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """Spherical interpolation of two latents (any shape, treated as one vector), in float64.
+
+    Gaussian latents concentrate near a sphere: slerp keeps the norm of intermediate points typical,
+    where lerp passes through low-norm (atypical) codes. Nearly (anti)parallel vectors fall back to lerp.
+    """
+    a64, b64 = a.double().flatten(), b.double().flatten()
+    na, nb = a64.norm(), b64.norm()
+    if na == 0 or nb == 0:
+        return lerp(a, b, t)
+    cos = torch.clamp(torch.dot(a64 / na, b64 / nb), -1.0, 1.0)
+    omega = torch.arccos(cos)
+    so = torch.sin(omega)
+    if so.abs() < 1e-6:
+        return lerp(a, b, t)
+    out = (torch.sin((1.0 - t) * omega) / so) * a64 + (torch.sin(t * omega) / so) * b64
+    return out.view_as(a).to(a.dtype)
+
+
+def interpolate_latents(a: torch.Tensor, b: torch.Tensor, steps: int, method: str = "lerp") -> torch.Tensor:
+    """``steps`` latents from a to b inclusive (t = 0, 1/(steps-1), …, 1), stacked: [steps, *a.shape]."""
+    if method not in METHODS:
+        raise UsageError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if steps < 2:
+        raise UsageError(f"--steps must be at least 2 (the two end points), got {steps}")
+    fn = lerp if method == "lerp" else slerp
+    return torch.stack([fn(a, b, i / (steps - 1)) for i in range(steps)])
+
+
+# -- a Gaussian fitted to latents (sample --fit) ---------------------------------------------------------
+@dataclass
+class GaussianFit:
+    """N(mean, Σ) over flattened latents; Σ diagonal (``scale`` = std, [D]) or full (``scale`` = its
+    Cholesky factor L, [D, D])."""
+
+    kind: str  # "diag" | "full"
+    mean: torch.Tensor  # [D] float64
+    scale: torch.Tensor
+    shape: tuple[int, ...]  # the latent shape to give samples back in
+    count: int  # number of latents it was fitted on
+
+    def transform(self, eps: torch.Tensor) -> torch.Tensor:
+        """Map standard-normal draws [n, *shape] to this Gaussian (float32, same shape)."""
+        e = eps.double().flatten(1)
+        z = self.mean + (e * self.scale if self.kind == "diag" else e @ self.scale.T)
+        return z.view(len(eps), *self.shape).float()
+
+    def describe(self) -> str:
+        what = "diagonal" if self.kind == "diag" else "full-covariance"
+        return f"{what} Gaussian fitted to {self.count} latents ({self.mean.numel()} dimensions)"
+
+
+def fit_gaussian(latents: torch.Tensor, kind: str = "auto") -> GaussianFit:
+    """Fit N(mean, Σ) to latents [N, *shape]. ``auto``: full covariance when D ≤ 2048 and N > D (enough
+    samples for a non-singular estimate), else diagonal."""
+    if kind not in FIT_KINDS:
+        raise UsageError(f"--fit-kind must be one of {', '.join(FIT_KINDS)}, got {kind!r}")
+    n = len(latents)
+    if n < 2:
+        raise DataError(f"fitting a Gaussian needs at least 2 images, got {n}; give more --fit data")
+    x = latents.double().flatten(1)
+    d = x.shape[1]
+    if kind == "auto":
+        kind = "full" if d <= FULL_COV_MAX_DIM and n > d else "diag"
+    mean = x.mean(0)
+    if kind == "diag":
+        return GaussianFit("diag", mean, x.std(0, unbiased=True), tuple(latents.shape[1:]), n)
+    if d > 4 * FULL_COV_MAX_DIM:
+        raise UsageError(f"a full covariance over {d} latent dimensions is too large; use --fit-kind diag")
+    xc = x - mean
+    cov = xc.T @ xc / (n - 1)
+    # A small ridge keeps the Cholesky factorisation defined when N ≤ D or dimensions are dead.
+    ridge = 1e-6 * float(cov.diagonal().mean().clamp_min(1e-12))
+    chol = torch.linalg.cholesky(cov + ridge * torch.eye(d, dtype=cov.dtype))
+    return GaussianFit("full", mean, chol, tuple(latents.shape[1:]), n)
+
+
+# -- latent files --------------------------------------------------------------------------------------
+def save_latents(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor], names: Sequence[str],
+                 metadata: dict[str, Any] | None = None) -> Path:
+    """Write latents (and any companion tensors, e.g. labels) as safetensors, atomically; the input names
+    and ``metadata`` are stored as JSON in the header, so plain ``safetensors`` reads everything."""
+    from safetensors.torch import save_file
+
+    from aecli.atomic import atomic_path
+
+    p = Path(path)
+    if p.suffix != ".safetensors":
+        raise UsageError(f"--save-latents must end in .safetensors, got {path}")
+    meta = {"format": LATENTS_FORMAT, "names": json.dumps(list(names)),
+            **{k: json.dumps(v) for k, v in (metadata or {}).items()}}
+    with atomic_path(p) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    return p
+
+
+def load_latents(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], list[str], dict[str, Any]]:
+    """(tensors, names, other metadata) of a file written by ``save_latents``."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            meta = fh.metadata() or {}
+            tensors = {k: fh.get_tensor(k) for k in fh.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise DataError(f"{path} is not a readable latents file ({exc})") from None
+    if meta.get("format") != LATENTS_FORMAT:
+        raise DataError(f"{path} is not an aecli latents file (written by `aecli reconstruct --save-latents`)")
+    names = json.loads(meta.pop("names", "[]"))
+    meta.pop("format")
+    return tensors, names, {k: json.loads(v) for k, v in meta.items()}

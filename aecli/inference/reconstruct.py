@@ -1,0 +1,185 @@
+"""`aecli reconstruct`: reconstructions of the same inputs by one or more checkpoints (seed 001 Q3's
+ground truth / AE / VAE figure), one PNG per input and per checkpoint, plus optional latents."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from aecli.errors import DataError, UsageError
+
+COMPARISON = "comparison.png"
+SPLITS = ("all", "train", "val")
+
+
+@dataclass
+class ReconstructResult:
+    out: Path
+    comparison: Path
+    names: list[str]  # the inputs, in output order
+    files: dict[str, list[Path]] = field(default_factory=dict)  # checkpoint label → one PNG per input
+    psnr: dict[str, float] = field(default_factory=dict)  # checkpoint label → mean PSNR (dB) vs. the input
+    latents: Path | None = None
+
+
+def select_images(data: Any, n: int | None, random: bool, seed: int) -> Any:
+    """The first ``n`` items, or ``n`` items drawn with ``seed`` (kept in dataset order)."""
+    if n is None or n >= len(data):
+        return data
+    if random:
+        g = torch.Generator().manual_seed(seed)
+        return data.subset(torch.randperm(len(data), generator=g)[:n].sort().values)
+    return data.subset(torch.arange(n))
+
+
+def check_input_size(model: Any, size: int, channels: int, path: str | os.PathLike[str]) -> None:
+    """A trial forward pass at ``size`` px: a model that cannot take it gets a clear error, not a crash."""
+    if size == model.config.image_size:
+        return
+    device = next(model.parameters()).device
+    labels = torch.zeros(1, dtype=torch.int64, device=device) if model.is_conditional else None
+    try:
+        with torch.no_grad():
+            y = model(torch.zeros(1, channels, size, size, device=device), labels, sample_posterior=False).recon
+        ok = tuple(y.shape[-2:]) == (size, size)
+    except (RuntimeError, ValueError):
+        ok = False
+    if not ok:
+        raise UsageError(f"{path}: this {model.family} model (trained at {model.config.image_size} px) cannot "
+                         f"take {size} px inputs; drop --image-size so inputs are resized to "
+                         f"{model.config.image_size} px")
+
+
+def _grid_rows(rows: list[torch.Tensor]) -> torch.Tensor:
+    """Rows of images that may differ in size/channels (checkpoints of different specs) → one batch."""
+    size = max(r.shape[-1] for r in rows)
+    channels = max(r.shape[1] for r in rows)
+    fixed = []
+    for r in rows:
+        if r.shape[-1] != size:
+            r = F.interpolate(r, size=(size, size), mode="bilinear", align_corners=False)
+        if r.shape[1] != channels:
+            r = r.expand(-1, channels, -1, -1)
+        fixed.append(r)
+    return torch.cat(fixed)
+
+
+def _psnr(a01: torch.Tensor, b01: torch.Tensor) -> torch.Tensor:
+    mse = (a01 - b01).pow(2).flatten(1).mean(1).clamp_min(1e-10)
+    return 10.0 * torch.log10(1.0 / mse)
+
+
+@torch.no_grad()
+def reconstruct(
+    checkpoints: Sequence[str | os.PathLike[str]], data: str | Sequence[str], out: str | os.PathLike[str], *,
+    n: int | None = None, random: bool = False, seed: int = 0, split: str = "all", batch_size: int = 64,
+    device: str = "auto", save_latents: str | os.PathLike[str] | None = None, image_size: int | None = None,
+    class_name: str | None = None, ema: bool = False, grid_n: int = 16, data_root: str | None = None,
+    progress: bool = True,
+) -> ReconstructResult:
+    """Reconstruct images from ``data`` (folder, files, dataset name) with every checkpoint.
+
+    Writes ``out/<input name>.png`` (one checkpoint) or ``out/<checkpoint>/<input name>.png`` (several),
+    and ``out/comparison.png``: the first ``grid_n`` inputs in row 1, then one row per checkpoint.
+    """
+    from aecli.data import open_source, to_model_input
+    from aecli.devices import resolve_device
+    from aecli.images import save_grid, save_png
+    from aecli.inference.common import (
+        Progress, batches, checkpoint_labels, inside, labels_for, load_for, parse_class, precheck, tty,
+        unique_output_names,
+    )
+    from aecli.inference.latents import save_latents as write_latents
+
+    if not checkpoints:
+        raise UsageError("give at least one checkpoint")
+    if split not in SPLITS:
+        raise UsageError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if n is not None and n < 1:
+        raise UsageError(f"--n must be at least 1, got {n}")
+    if grid_n < 1:
+        raise UsageError(f"--grid-n must be at least 1, got {grid_n}")
+    if image_size is not None and image_size < 1:
+        raise UsageError(f"--image-size must be positive, got {image_size}")
+    out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"--out {out} is a file; give a folder")
+    if save_latents is not None and not str(save_latents).endswith(".safetensors"):
+        raise UsageError(f"--save-latents must end in .safetensors, got {save_latents}")
+    dev = resolve_device(device)
+    headers = [precheck(p, "reconstruct", encoder=True) for p in checkpoints]
+    labels_out = checkpoint_labels(checkpoints)
+
+    # One decode of the inputs per distinct (size, channels) among the checkpoints.
+    sets: dict[tuple[int, int], Any] = {}
+    for h in headers:
+        key = (image_size or h.data.image_size, h.data.channels)
+        if key not in sets:
+            opened = open_source(data, image_size=key[0], channels=key[1], split=split, data_root=data_root,
+                                 limit=None if random else n, progress=tty(progress))
+            sets[key] = select_images(opened, n, random, seed)
+    first = next(iter(sets.values()))
+    names = list(first.names)
+    if any(list(s.names) != names for s in sets.values()):
+        raise DataError("the inputs decoded differently at the checkpoints' sizes (an unreadable file?); "
+                        "reconstruct with checkpoints of one image size at a time")
+    out_names = unique_output_names(names)
+    shown = min(grid_n, len(names))
+    result = ReconstructResult(out=out_dir, comparison=out_dir / COMPARISON, names=names)
+    grid_rows = [first.take(torch.arange(shown)).float() / 255.0]
+    latent_tensors: dict[str, torch.Tensor] = {}
+    meta_ckpts = []
+    with Progress(len(names) * len(checkpoints), "reconstructing", enabled=progress, min_total=256) as bar:
+        for path, header, label in zip(checkpoints, headers, labels_out):
+            ckpt = load_for(path, dev, "reconstruct", ema=ema, encoder=True)
+            model, spec = ckpt.model, ckpt.data
+            data_set = sets[(image_size or spec.image_size, spec.channels)]
+            check_input_size(model, data_set.image_size, spec.channels, path)
+            if class_name is not None and not model.is_conditional:
+                raise UsageError(f"--class needs a conditional checkpoint; {path} is not conditional")
+            class_index = parse_class(class_name, spec.class_names, model.config.num_classes)
+            target = out_dir if len(checkpoints) == 1 else out_dir / label
+            files, psnrs, zs, logvars, row = [], [], [], [], []
+            i = 0
+            for x_u8, y in batches(data_set, batch_size, dev):
+                labels = labels_for(model, len(x_u8), class_index, y, dev)
+                res = model(to_model_input(x_u8, spec.value_range), labels, sample_posterior=False)
+                recon = spec.to_unit_range(res.recon.float())
+                psnrs.append(_psnr(recon, x_u8.float() / 255.0).cpu())
+                recon = recon.cpu()
+                for img in recon:
+                    dest = inside(target, out_names[i])
+                    save_png(img, dest)
+                    files.append(dest)
+                    i += 1
+                if sum(len(r) for r in row) < shown:
+                    row.append(recon[: shown - sum(len(r) for r in row)])
+                if save_latents is not None:
+                    zs.append(res.z.float().cpu())
+                    if hasattr(res.posterior, "logvar"):
+                        logvars.append(res.posterior.logvar.float().cpu())
+                bar.advance(len(x_u8))
+            result.files[label] = files
+            result.psnr[label] = float(torch.cat(psnrs).mean())
+            grid_rows.append(torch.cat(row))
+            if save_latents is not None:
+                suffix = "" if len(checkpoints) == 1 else f".{label}"
+                latent_tensors["latents" + suffix] = torch.cat(zs)
+                if logvars:
+                    latent_tensors["logvar" + suffix] = torch.cat(logvars)
+            meta_ckpts.append({"label": label, "path": str(path), "family": header.family,
+                               "latent_shape": list(model.latent_shape)})
+            del ckpt, model
+    save_grid(_grid_rows(grid_rows), result.comparison, nrow=shown)
+    if save_latents is not None:
+        latent_tensors["labels"] = first.labels.clone()
+        result.latents = write_latents(save_latents, latent_tensors, names, {
+            "checkpoints": meta_ckpts, "source": data if isinstance(data, str) else list(map(str, data)),
+            "split": split, "latent": "decoder-side latent (posterior mean, after flows for flow-vae)",
+        })
+    return result

@@ -1,0 +1,191 @@
+"""`aecli sample`: images from the prior (or from a Gaussian fitted to a plain AE's latents).
+
+Image i is decoded from its own standard-normal draw, seeded by (seed, i). So the same seed gives the
+same images whatever the batch size, the first n images of a grid and of a folder agree, and a folder
+run that was interrupted is completed by rerunning it: files already there are skipped, the missing
+ones come out exactly as they would have, and every PNG is written atomically (no half-written file).
+A folder of 50,000 samples is written batch by batch; nothing but one batch is held in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from aecli.errors import UsageError
+
+MANIFEST = "aecli-sample.json"  # the settings a sample folder was made with; a rerun must match them
+
+
+@dataclass
+class SampleResult:
+    out: Path
+    kind: str  # "grid" (one PNG) or "folder" (one PNG per sample)
+    count: int  # samples in the grid or the folder
+    written: int  # files written by this call (folder); 1 for a grid
+    skipped: int  # files already present and kept (folder)
+    prior: str  # what was sampled from, e.g. "N(0, I) prior" or the fitted Gaussian
+    rows: int = 1
+    columns: int = 1
+
+
+def draw_eps(shape: Sequence[int], seed: int, indices: Sequence[int]) -> torch.Tensor:
+    """Standard-normal draws [len(indices), *shape] on the CPU; draw i depends only on (seed, i).
+
+    numpy's SeedSequence mixes the pair into a full-entropy state (torch's CPU generator keeps only 32
+    bits of a seed, so packing (seed, i) into one torch seed would ignore the seed)."""
+    import numpy as np
+
+    out = np.empty((len(indices), *shape), dtype=np.float32)
+    for row, i in enumerate(indices):
+        out[row] = np.random.default_rng([seed % 2**64, int(i)]).standard_normal(tuple(shape), dtype=np.float32)
+    return torch.from_numpy(out)
+
+
+@dataclass
+class _Plan:
+    """Which latent draw, label and file each sample index gets."""
+
+    n: int
+    labels: list[int] | None  # per sample, conditional models only
+    names: list[str]  # relative file names (folder output)
+    rows: int
+    columns: int
+
+
+def _plan(model: Any, n: int | None, class_index: int | None, per_class: int | None,
+          class_names: Sequence[str], nrow: int | None) -> _Plan:
+    from aecli.inference.common import output_name
+
+    k = model.config.num_classes if model.is_conditional else 0
+    if per_class is not None:
+        if not k:
+            raise UsageError(f"--per-class needs a conditional checkpoint; this {model.family} is not conditional")
+        if per_class < 1:
+            raise UsageError(f"--per-class must be at least 1, got {per_class}")
+        if class_index is not None:
+            raise UsageError("give --class or --per-class, not both")
+        total = k * per_class
+        labels = [c for c in range(k) for _ in range(per_class)]
+        names_of = [class_names[c] if c < len(class_names) else str(c) for c in range(k)]
+        dirs = [output_name(name, "") for name in names_of]
+        width = max(4, len(str(per_class - 1)))
+        names = [f"{dirs[c]}/sample_{j:0{width}d}.png" for c in range(k) for j in range(per_class)]
+        return _Plan(total, labels, names, k, per_class)
+    if n is None or n < 1:
+        raise UsageError(f"--n must be at least 1, got {n}")
+    labels = None
+    if k:  # no class asked: cycle through the classes so every class shows up
+        labels = [class_index] * n if class_index is not None else [i % k for i in range(n)]
+    width = max(6, len(str(n - 1)))
+    columns = nrow or math.ceil(math.sqrt(n))
+    return _Plan(n, labels, [f"sample_{i:0{width}d}.png" for i in range(n)], math.ceil(n / columns), columns)
+
+
+def _check_manifest(folder: Path, settings: dict[str, Any]) -> None:
+    path = folder / MANIFEST
+    if path.exists():
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            old = None
+        if old != settings:
+            raise UsageError(f"{folder} holds samples made with other settings ({path}); keeping them would mix "
+                             "two sample sets — use another --out folder or delete this one")
+    elif any(folder.glob("**/sample_*.png")):
+        raise UsageError(f"{folder} already holds sample PNGs not made by `aecli sample`; use an empty folder")
+
+
+def _remove_stale_temp_files(folder: Path) -> None:
+    """Temp files of a run killed mid-write (atomic writes never leave a partial PNG under its name)."""
+    for tmp in folder.glob("**/.sample_*.png.*.tmp"):
+        tmp.unlink(missing_ok=True)
+
+
+@torch.no_grad()
+def sample(
+    checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *, n: int | None = 64,
+    temperature: float = 1.0, seed: int = 0, class_name: str | None = None, per_class: int | None = None,
+    fit: str | Sequence[str] | None = None, fit_kind: str = "auto", fit_n: int = 10_000, fit_split: str = "train",
+    batch_size: int = 256, device: str = "auto", nrow: int | None = None, ema: bool = False,
+    data_root: str | None = None, progress: bool = True,
+) -> SampleResult:
+    """Sample a checkpoint into ``out``: a ``.png`` path gives one grid, anything else a folder of PNGs."""
+    from aecli.atomic import write_text
+    from aecli.data import open_source
+    from aecli.devices import resolve_device
+    from aecli.images import save_grid, save_png
+    from aecli.inference.common import Progress, load_for, parse_class, precheck, tty
+    from aecli.inference.latents import encode_images, fit_gaussian
+
+    if not (temperature >= 0 and math.isfinite(temperature)):
+        raise UsageError(f"--temperature must be a number >= 0, got {temperature}")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    if nrow is not None and nrow < 1:
+        raise UsageError(f"--nrow must be at least 1, got {nrow}")
+    out_path = Path(out)
+    as_grid = out_path.suffix.lower() == ".png"
+    if as_grid and out_path.is_dir():
+        raise UsageError(f"--out {out} is a folder; a .png path gives a grid, a folder gives one PNG per sample")
+    if not as_grid and out_path.exists() and not out_path.is_dir():
+        raise UsageError(f"--out {out} is a file; give a .png path (grid) or a folder (one PNG per sample)")
+    needs = {"encoder": True, "decoder": True} if fit is not None else {"prior": True}
+    precheck(checkpoint, "sample" if fit is None else "sample --fit", **needs)
+    dev = resolve_device(device)
+    ckpt = load_for(checkpoint, dev, "sample" if fit is None else "sample --fit", ema=ema, **needs)
+    model, spec = ckpt.model, ckpt.data
+    class_index = parse_class(class_name, spec.class_names, model.config.num_classes if model.is_conditional else 0)
+    plan = _plan(model, n, class_index, per_class, spec.class_names, nrow)
+
+    gaussian = None
+    prior = "N(0, I) prior" if temperature == 1 else f"N(0, {temperature:g}² I) prior"
+    if fit is not None:
+        if fit_n < 2:
+            raise UsageError(f"--fit-n must be at least 2, got {fit_n}")
+        fit_data = open_source(fit, image_size=spec.image_size, channels=spec.channels, split=fit_split,
+                               limit=fit_n, data_root=data_root, progress=tty(progress))
+        latents = encode_images(model, fit_data, spec.value_range, batch_size=batch_size, device=dev,
+                                progress=progress, description="encoding --fit data")
+        gaussian = fit_gaussian(latents, fit_kind)
+        prior = gaussian.describe() + ("" if temperature == 1 else f", temperature {temperature:g}")
+
+    def decode(indices: Sequence[int]) -> torch.Tensor:
+        eps = draw_eps(model.latent_shape, seed, indices) * temperature
+        z = gaussian.transform(eps) if gaussian is not None else eps
+        labels = torch.tensor([plan.labels[i] for i in indices], device=dev) if plan.labels else None
+        return spec.to_unit_range(model.decode(z.to(dev), labels).float()).cpu()
+
+    if as_grid:
+        if plan.n > 4096:
+            raise UsageError(f"a grid of {plan.n} images is too large for one PNG; give a folder as --out")
+        images = torch.cat([decode(range(a, min(plan.n, a + batch_size))) for a in range(0, plan.n, batch_size)])
+        save_grid(images, out_path, nrow=plan.columns)
+        return SampleResult(out_path, "grid", plan.n, 1, 0, prior, plan.rows, plan.columns)
+
+    settings = {"checkpoint": os.path.abspath(checkpoint), "seed": seed, "temperature": temperature,
+                "class": class_index, "per_class": per_class, "fit": None if fit is None else
+                {"data": fit if isinstance(fit, str) else list(map(str, fit)), "kind": fit_kind, "n": fit_n,
+                 "split": fit_split}, "ema": ema}
+    out_path.mkdir(parents=True, exist_ok=True)
+    _check_manifest(out_path, settings)
+    _remove_stale_temp_files(out_path)
+    write_text(out_path / MANIFEST, json.dumps(settings, indent=2))
+    written = skipped = 0
+    with Progress(plan.n, f"sampling into {out_path}", enabled=progress, min_total=512) as bar:
+        for a in range(0, plan.n, batch_size):
+            idx = range(a, min(plan.n, a + batch_size))
+            missing = [i for i in idx if not (out_path / plan.names[i]).exists()]
+            skipped += len(idx) - len(missing)
+            if missing:
+                for i, img in zip(missing, decode(missing)):
+                    save_png(img, out_path / plan.names[i])
+                written += len(missing)
+            bar.advance(len(idx))
+    return SampleResult(out_path, "folder", plan.n, written, skipped, prior, plan.rows, plan.columns)
