@@ -29,7 +29,7 @@ def evaluate(
                                        rich_help_panel=PANEL_DATA)] = "val",
     n: Annotated[Optional[int], typer.Option("--n", help="Use at most N images of the split.",
                                              rich_help_panel=PANEL_DATA)] = None,
-    data_root: Annotated[Optional[str], typer.Option(help="Where torchvision data sets live.",
+    data_root: Annotated[Optional[str], typer.Option(envvar="AECLI_DATA_ROOT", help="Where torchvision data sets live.",
                                                      rich_help_panel=PANEL_DATA)] = None,
     pred: Annotated[Optional[Path], typer.Option(help="Paired mode: folder of predicted images (no checkpoint).",
                                                  rich_help_panel=PANEL_DATA)] = None,
@@ -42,7 +42,7 @@ def evaluate(
                                                    "evaluation images; < 2048 gives biased FID).")] = None,
     lpips_net: Annotated[str, typer.Option(help="LPIPS trunk: alex, vgg or squeeze.",
                                            rich_help_panel=PANEL_WEIGHTS)] = "alex",
-    weights_dir: Annotated[Optional[str], typer.Option(help="Folder with the pretrained files (default "
+    weights_dir: Annotated[Optional[str], typer.Option(envvar="AECLI_WEIGHTS_DIR", help="Folder with the pretrained files (default "
                                                        "$TORCH_HOME/hub/checkpoints).",
                                                        rich_help_panel=PANEL_WEIGHTS)] = None,
     inception_weights: Annotated[Optional[str], typer.Option(help="Use this Inception state dict (strictly "
@@ -58,7 +58,7 @@ def evaluate(
                                                     "over the data exceeds this.")] = 0.01,
     ema: Annotated[bool, typer.Option("--ema", help="Evaluate the checkpoints' EMA weights.")] = False,
     batch_size: Annotated[int, typer.Option(help="Images per batch.", rich_help_panel=PANEL_RUNTIME)] = 64,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.", rich_help_panel=PANEL_RUNTIME)] = "auto",
+    device: Annotated[str, typer.Option(envvar="AECLI_DEVICE", help="auto, cpu, cuda or cuda:N.", rich_help_panel=PANEL_RUNTIME)] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the prior draws.", rich_help_panel=PANEL_RUNTIME)] = 0,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write values, N, sizes, device, library "
                                                       "versions, weights hashes and the FID protocol as JSON.",

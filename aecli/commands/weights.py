@@ -19,7 +19,7 @@ weights_app = typer.Typer(
 MetricsOpt = Annotated[str, typer.Option("--metrics", "-m", help="Which metrics' files: lpips and/or "
                                          "fid (also covers rfid, is, kid).")]
 NetOpt = Annotated[str, typer.Option(help="LPIPS trunk(s), comma list of alex, vgg, squeeze, or all.")]
-DirOpt = Annotated[Optional[str], typer.Option(help="Folder with the files (default "
+DirOpt = Annotated[Optional[str], typer.Option(envvar="AECLI_WEIGHTS_DIR", help="Folder with the files (default "
                                                "$TORCH_HOME/hub/checkpoints).", rich_help_panel=PANEL_WEIGHTS)]
 
 
