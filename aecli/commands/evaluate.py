@@ -13,7 +13,12 @@ from aecli.commands._common import (PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, PAN
 from aecli.errors import UsageError
 from aecli.metrics import DEFAULT_METRICS
 METRICS_HELP = ("Comma list of: l1, mse, psnr, ssim, ms-ssim, lpips, kl, rfid, latent (active dims, mean "
-                "|z|, total variance), fid, is, kid (generative families, on --samples prior draws). "
+                "|z|, total variance), fid, is, kid (generative families, on --samples prior draws), class-acc "
+                "(class-conditional models, seed 004: an MLP classifier trained on the real labelled train split, "
+                "cached in --cache-dir, scores --class-samples draws per class; columns class_acc = share "
+                "classified as the asked class, class_conf = mean softmax probability of the asked class, "
+                "class_ceiling = the classifier's accuracy on real val images; each the mean over classes, "
+                "per class as class_acc[NAME], class_conf[NAME], class_ceiling[NAME] in --json/--csv). "
                 "Default needs only the LPIPS weights; FID-type metrics need the Inception weights.")
 
 
@@ -40,6 +45,7 @@ def evaluate(
                                                 "instead of failing.", rich_help_panel=PANEL_DATA)] = False,
     samples: Annotated[Optional[int], typer.Option(help="Prior draws for fid/is/kid (default: as many as "
                                                    "evaluation images; < 2048 gives biased FID).")] = None,
+    class_samples: Annotated[int, typer.Option(help="class-acc: draws per class.")] = 100,
     lpips_net: Annotated[str, typer.Option(help="LPIPS trunk: alex, vgg or squeeze.",
                                            rich_help_panel=PANEL_WEIGHTS)] = "alex",
     weights_dir: Annotated[Optional[str], typer.Option(envvar="AECLI_WEIGHTS_DIR", help="Folder with the pretrained files (default "
@@ -51,15 +57,16 @@ def evaluate(
     lpips_weights: Annotated[Optional[str], typer.Option(help="Use this torchvision backbone state dict for "
                                                          "LPIPS (strictly loaded).",
                                                          rich_help_panel=PANEL_WEIGHTS)] = None,
-    cache_dir: Annotated[Optional[str], typer.Option(help="Reference Inception-feature cache (default "
-                                                     "<weights dir>/aecli-fid-ref).",
+    cache_dir: Annotated[Optional[str], typer.Option(help="Reference Inception-feature and class-acc "
+                                                     "classifier cache (default <weights dir>/aecli-fid-ref).",
                                                      rich_help_panel=PANEL_WEIGHTS)] = None,
     active_threshold: Annotated[float, typer.Option(help="latent: a dimension is active when its variance "
                                                     "over the data exceeds this.")] = 0.01,
     ema: Annotated[bool, typer.Option("--ema", help="Evaluate the checkpoints' EMA weights.")] = False,
     batch_size: Annotated[int, typer.Option(help="Images per batch.", rich_help_panel=PANEL_RUNTIME)] = 64,
     device: Annotated[str, typer.Option(envvar="AECLI_DEVICE", help="auto, cpu, cuda or cuda:N.", rich_help_panel=PANEL_RUNTIME)] = "auto",
-    seed: Annotated[int, typer.Option(help="Seed of the prior draws.", rich_help_panel=PANEL_RUNTIME)] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the prior draws (fid/is/kid, class-acc).",
+                                      rich_help_panel=PANEL_RUNTIME)] = 0,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write values, N, sizes, device, library "
                                                       "versions, weights hashes and the FID protocol as JSON.",
                                                       rich_help_panel=PANEL_OUTPUT)] = None,
@@ -91,7 +98,8 @@ def evaluate(
     cfg = EvalConfig(metrics=metric_list, data=data, split=split, n=n, batch_size=batch_size, device=device,
                      lpips_net=lpips_net, samples=samples, weights_dir=weights_dir,
                      inception_weights=inception_weights, lpips_weights=lpips_weights, cache_dir=cache_dir,
-                     ema=ema, active_threshold=active_threshold, data_root=data_root, seed=seed)
+                     ema=ema, active_threshold=active_threshold, data_root=data_root, seed=seed,
+                     class_samples=class_samples)
 
     def log(message: str) -> None:
         err.print(message, style="dim", markup=False, highlight=False)

@@ -1,5 +1,6 @@
 """Image-quality metrics for `aecli evaluate`: reconstruction (l1, mse, psnr, ssim, ms-ssim), LPIPS,
-FID/IS/KID through torch-fidelity, latent statistics, and the one-pass driver (``evaluate``).
+FID/IS/KID through torch-fidelity, latent statistics, classifier-scored conditional samples
+(``classifier``), and the one-pass driver (``evaluate``).
 
 This module stays import-light (no torch): the CLI reads the metric names from here.
 """
@@ -7,6 +8,7 @@ This module stays import-light (no torch): the CLI reads the metric names from h
 RECON_METRICS = ("l1", "mse", "psnr", "ssim", "ms-ssim", "lpips")
 ENCODER_METRICS = RECON_METRICS + ("kl", "rfid", "latent")
 GEN_METRICS = ("fid", "is", "kid")
-METRICS = ENCODER_METRICS + GEN_METRICS
+CLASS_METRICS = ("class-acc",)  # conditional models: a classifier trained on the real data scores samples
+METRICS = ENCODER_METRICS + GEN_METRICS + CLASS_METRICS
 # Works on any node that has the LPIPS backbone; FID-type metrics are opt-in (slow on CPU, need Inception).
 DEFAULT_METRICS = "l1,mse,psnr,ssim,lpips"

@@ -20,12 +20,15 @@ import torch
 from aecli.errors import UsageError
 from aecli.metrics import DEFAULT_METRICS, ENCODER_METRICS, GEN_METRICS, METRICS, RECON_METRICS, fidelity
 from aecli.metrics import reconstruction as rec
+from aecli.metrics.classifier import ClassifierCache, ClassifierConfig, check_labelled, real_accuracy, sample_scores
 from aecli.metrics.latent_stats import DEFAULT_ACTIVE_THRESHOLD, LatentStats
 from aecli.metrics.perceptual import lpips_distance, lpips_resize_note
 from aecli.weights import check_net, require_weights, sha256_file, weights_dir, WEIGHT_FILES
 
 PER_IMAGE = RECON_METRICS + ("kl",)  # reported as mean ± std over images
 LATENT_KEYS = ("active_dims", "latent_dims", "mean_abs_activation", "total_variance")
+# class-acc: means over classes; the per-class values are "<key>[<class name>]" (JSON/CSV only).
+CLASS_KEYS = ("class_acc", "class_conf", "class_ceiling")
 METRIC_HELP = {
     "l1": "mean absolute error per image on [0,1] images, then mean over images",
     "mse": "mean squared error per image on [0,1] images, then mean over images",
@@ -40,6 +43,10 @@ METRIC_HELP = {
     "fid": "FID of --samples prior draws against the evaluation set",
     "is": "Inception Score of --samples prior draws (10 splits)",
     "kid": "KID of --samples prior draws against the evaluation set (subset size min(1000, N))",
+    "class-acc": "conditional models: an MLP classifier trained on the real train split classifies "
+                 "--class-samples draws per class; class_acc = fraction classified as the asked class, "
+                 "class_conf = mean softmax probability of the asked class, class_ceiling = the classifier's "
+                 "accuracy on the real val split; each the mean over classes (per class: class_acc[NAME], ...)",
 }
 
 
@@ -73,12 +80,14 @@ class EvalConfig:
     ema: bool = False
     active_threshold: float = DEFAULT_ACTIVE_THRESHOLD
     data_root: str | None = None
-    seed: int = 0  # prior draws for fid/is/kid
+    seed: int = 0  # prior draws for fid/is/kid and class-acc
+    class_samples: int = 100  # class-acc: draws per class
 
     def validate(self) -> None:
         self.metrics = parse_metrics(self.metrics)
         check_net(self.lpips_net)
-        for name, value in (("--n", self.n), ("--samples", self.samples), ("--batch-size", self.batch_size)):
+        for name, value in (("--n", self.n), ("--samples", self.samples), ("--batch-size", self.batch_size),
+                            ("--class-samples", self.class_samples)):
             if value is not None and value < 1:
                 raise UsageError(f"{name} must be at least 1, got {value}")
         if not self.active_threshold > 0:
@@ -156,6 +165,12 @@ class _Recon:
                 row.notes[m] = self.notes[m]
 
 
+def _class_na(row: Row, reason: str) -> None:
+    for key in CLASS_KEYS:
+        row.values[key] = None
+    row.notes["class-acc"] = f"n/a: {reason}"
+
+
 def _mean_std(row: Row, metric: str, values: torch.Tensor) -> None:
     v = values.double()
     row.values[metric] = float(v.mean())
@@ -175,6 +190,7 @@ class Evaluator:
         self.warnings: list[str] = []
         cache_dir = cfg.cache_dir or str(weights_dir(cfg.weights_dir) / "aecli-fid-ref")
         self.cache = fidelity.ReferenceCache(cache_dir)
+        self.classifiers = ClassifierCache(cache_dir)
         self._lpips: Any = None
         self._inception: Any = None
         self._inception_sha = ""
@@ -217,16 +233,18 @@ class Evaluator:
                 "features": list(fidelity.FEATURES)}
 
     # -- data --------------------------------------------------------------------------------------
-    def dataset(self, source: str, image_size: int, channels: int) -> Any:
+    def dataset(self, source: str, image_size: int, channels: int, split: str | None = None) -> Any:
+        """The evaluation set (--split, --n) or, given ``split``, that whole split (class-acc)."""
         from aecli.data import open_source
 
-        key = (source, image_size, channels)
+        limit = self.cfg.n if split is None else None
+        split = split or self.cfg.split
+        key = (source, image_size, channels, split, limit)
         if key not in self._datasets:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 self._datasets[key] = open_source(source, image_size=image_size, channels=channels,
-                                                  split=self.cfg.split, limit=self.cfg.n,
-                                                  data_root=self.cfg.data_root)
+                                                  split=split, limit=limit, data_root=self.cfg.data_root)
             self.warnings += [str(w.message) for w in caught]
         return self._datasets[key]
 
@@ -309,7 +327,44 @@ class Evaluator:
 
         self.generation(row, sampler if model.has_prior else None, ref,
                         f"{header.family} has no prior to sample from", len(ds))
+        if "class-acc" in cfg.metrics:
+            self._class_acc(row, model, spec, source)
         return row
+
+    def _class_acc(self, row: Row, model: Any, spec: Any, source: str) -> None:
+        """Seed 004: per class, how often the real-data classifier recognises the class asked for."""
+        reason = ("" if model.is_conditional else
+                  f"{row.family} is not class-conditional (train it with --num-classes on labelled data)")
+        if not reason and not model.has_prior:
+            reason = f"{row.family} has no prior to sample from"
+        if reason:
+            _class_na(row, reason)
+            return
+        train = self.dataset(source, spec.image_size, spec.channels, split="train")
+        val = self.dataset(source, spec.image_size, spec.channels, split="val")
+        check_labelled(train, "train")
+        check_labelled(val, "val")
+        # Label k must mean the same class to the model and to the classifier.
+        if len(train.class_names) != model.config.num_classes or spec.class_names not in ([], train.class_names):
+            raise UsageError(f"{row.name} was trained on classes {spec.class_names or model.config.num_classes} but "
+                             f"{source} has {train.class_names}; pass --data with the labelled data it was "
+                             "trained on")
+        clf = self.classifiers.get_or_train(train, spec, ClassifierConfig(), self.device)
+
+        def sample(k: int, b: int, gen: torch.Generator) -> torch.Tensor:
+            labels = torch.full((b,), k, dtype=torch.long, device=self.device)
+            with torch.no_grad():
+                return model.sample(b, labels=labels, generator=gen)
+
+        acc, conf = sample_scores(clf, sample, spec, model.config.num_classes, self.cfg.class_samples,
+                                  self.cfg.batch_size, self.cfg.seed)
+        ceiling = real_accuracy(clf, val, spec.value_range, self.device)
+        for key, per_class in zip(CLASS_KEYS, (acc, conf, ceiling)):
+            present = [v for v in per_class if v is not None]
+            row.values[key] = sum(present) / len(present)
+            row.values.update({f"{key}[{name}]": v for name, v in zip(train.class_names, per_class)})
+        row.notes["class-acc"] = (f"{self.cfg.class_samples} draws per class; MLP classifier trained on "
+                                  f"{len(train)} train images, ceiling on {len(val)} val images")
 
     def _data_pass(self, model: Any, spec: Any, ds: Any, row: Row, wanted: list[str],
                    ref_id: dict[str, Any] | None, ref: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
@@ -387,6 +442,8 @@ class Evaluator:
                 row.na(m, "needs a checkpoint")
             elif m == "rfid":
                 row.na(m, "use fid: the predictions are the reconstructions")
+            elif m == "class-acc":
+                _class_na(row, "needs a class-conditional checkpoint")
         wanted = [m for m in cfg.metrics if m in RECON_METRICS]
         dist = [m for m in cfg.metrics if m in GEN_METRICS]
         recon = _Recon(wanted, self.lpips() if "lpips" in wanted else None, cfg.lpips_net)
@@ -434,7 +491,10 @@ class Evaluator:
         }
         if self.needs_inception:
             info["fid_protocol"] = fidelity.protocol()
-        for w in self.cache.warnings:
+        if "class-acc" in self.cfg.metrics:
+            info["classifier_cache"] = {"dir": str(self.classifiers.directory), "trained": self.classifiers.trained,
+                                        "hits": self.classifiers.hits, "classifier": ClassifierConfig().to_dict()}
+        for w in self.cache.warnings + self.classifiers.warnings:
             self.warn(w)
         return EvalReport(rows=rows, metrics=list(self.cfg.metrics), device=str(self.device), info=info,
                           warnings=list(self.warnings))
@@ -468,6 +528,10 @@ def columns(report: EvalReport) -> list[str]:
     for m in report.metrics:
         if m == "latent":
             keys += list(LATENT_KEYS)
+            continue
+        if m == "class-acc":  # then every per-class key any row has, in first-seen order
+            keys += list(CLASS_KEYS)
+            keys += [k for k in dict.fromkeys(k for r in report.rows for k in r.values) if "[" in k]
             continue
         keys.append(m)
         if m in PER_IMAGE or m in ("is", "kid"):

@@ -10,7 +10,7 @@ import os
 from typing import Any
 
 from aecli.atomic import write_text
-from aecli.metrics.evaluate import EvalReport, Row, columns, display_names, format_value, iter_notes
+from aecli.metrics.evaluate import CLASS_KEYS, EvalReport, Row, columns, display_names, format_value, iter_notes
 
 
 def _row_dict(row: Row, report: EvalReport) -> dict[str, Any]:
@@ -58,6 +58,23 @@ def _cell(row: Row, metric: str) -> str:
     return f"{format_value(value)}\n± {format_value(std)}"
 
 
+def _print_per_class(report: EvalReport, console: Any) -> None:
+    """class-acc per class, one small table per checkpoint (seed 004's per-class accuracy/confidence)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    for row, name in zip(report.rows, display_names(report.rows)):
+        classes = [k[len("class_acc["):-1] for k in row.values if k.startswith("class_acc[")]
+        if not classes:
+            continue
+        table = Table(title=Text(f"{name}: class-acc per class"))
+        for header in ("class", *CLASS_KEYS):
+            table.add_column(header, justify="right")
+        for c in classes:
+            table.add_row(Text(c), *[format_value(row.values.get(f"{key}[{c}]")) for key in CLASS_KEYS])
+        console.print(table)
+
+
 def print_report(report: EvalReport, console: Any) -> None:
     """One row per checkpoint; metric cells are mean ± std; footnotes say how each number was made."""
     from rich.table import Table
@@ -67,7 +84,7 @@ def print_report(report: EvalReport, console: Any) -> None:
     table.add_column("model", overflow="fold")
     table.add_column("family")
     table.add_column("N", justify="right")
-    shown = [k for k in columns(report) if not k.endswith("_std")]
+    shown = [k for k in columns(report) if not k.endswith("_std") and "[" not in k]  # per class: below
     for key in shown:
         table.add_column(key, justify="right")
     for row, name in zip(report.rows, display_names(report.rows)):
@@ -75,6 +92,7 @@ def print_report(report: EvalReport, console: Any) -> None:
         table.add_row(Text(name), row.family, n,
                       *[_cell(row, k) for k in shown])
     console.print(table)
+    _print_per_class(report, console)
     for metric, text in report.info.get("definitions", {}).items():
         console.print(f"{metric}: {text}", style="dim", markup=False, highlight=False)
     if "fid_protocol" in report.info:
