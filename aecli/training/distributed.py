@@ -1,12 +1,15 @@
 """torch.distributed set-up for torchrun and for Slurm's `srun` (one task per GPU, no torchrun).
 
-torchrun sets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT; srun sets SLURM_PROCID/SLURM_NTASKS/
-SLURM_LOCALID, and MASTER_ADDR must come from the job script (first host of SLURM_JOB_NODELIST).
+torchrun sets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT. srun sets SLURM_PROCID/SLURM_LOCALID and,
+for the tasks of a job step only, SLURM_STEP_NUM_TASKS; MASTER_ADDR defaults to the step's first host and
+MASTER_PORT to a port derived from the job id (so two jobs sharing a node do not collide).
 """
 
 from __future__ import annotations
 
+import gc
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -14,12 +17,15 @@ import torch.distributed as dist
 
 from aecli.errors import UsageError
 
+DEFAULT_PORT = 29500
+
 
 @dataclass(frozen=True)
 class DistInfo:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    launcher: str = "none"  # none | torchrun | srun
 
     @property
     def enabled(self) -> bool:
@@ -30,23 +36,67 @@ class DistInfo:
         return self.rank == 0
 
 
+def _int_env(name: str) -> int:
+    try:
+        return int(os.environ[name])
+    except ValueError:
+        raise UsageError(f"environment variable {name}={os.environ[name]!r} is not an integer; "
+                         "unset it or launch with torchrun/srun") from None
+
+
 def detect() -> DistInfo:
+    """Who we are. torchrun's variables win (srun + torchrun on several nodes sets both).
+
+    SLURM_NTASKS alone is not enough: a batch script with --ntasks=4 has it (and SLURM_PROCID=0)
+    even where aecli runs once, outside srun; only the tasks of an srun step have SLURM_STEP_NUM_TASKS.
+    """
     env = os.environ
     if "RANK" in env and "WORLD_SIZE" in env:
-        return DistInfo(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0)))
-    if int(env.get("SLURM_NTASKS", "1")) > 1 and "SLURM_PROCID" in env and "MASTER_ADDR" in env:
-        return DistInfo(int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0)))
+        local = _int_env("LOCAL_RANK") if "LOCAL_RANK" in env else 0
+        return DistInfo(_int_env("RANK"), _int_env("WORLD_SIZE"), local, "torchrun")
+    if "SLURM_STEP_NUM_TASKS" in env and "SLURM_PROCID" in env and _int_env("SLURM_STEP_NUM_TASKS") > 1:
+        local = _int_env("SLURM_LOCALID") if "SLURM_LOCALID" in env else 0
+        return DistInfo(_int_env("SLURM_PROCID"), _int_env("SLURM_STEP_NUM_TASKS"), local, "srun")
     return DistInfo()
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a Slurm node list: 'gpu[03-05,09],cpu1' → 'gpu03' (what `scontrol show
+    hostnames | head -n1` prints, without needing scontrol on the compute node)."""
+    m = re.match(r"\s*([^,\[]+)(?:\[([^\]]+)\]([^,]*))?", nodelist)
+    if not m:
+        raise UsageError(f"cannot read the Slurm node list {nodelist!r}; export MASTER_ADDR before srun")
+    prefix, ranges, suffix = m.groups()
+    if not ranges:
+        return prefix.strip()
+    return prefix + ranges.split(",")[0].split("-")[0] + (suffix or "")
+
+
+def _rendezvous_env(info: DistInfo) -> None:
+    """Fill MASTER_ADDR/MASTER_PORT for srun-launched tasks when the job script did not."""
+    env = os.environ
+    if info.launcher == "srun":
+        nodes = env.get("SLURM_STEP_NODELIST") or env.get("SLURM_JOB_NODELIST")
+        if "MASTER_ADDR" not in env and nodes:
+            env["MASTER_ADDR"] = first_host(nodes)
+        if "MASTER_PORT" not in env and env.get("SLURM_JOB_ID", "").isdigit():
+            env["MASTER_PORT"] = str(port_for_job(int(env["SLURM_JOB_ID"])))
+    env.setdefault("MASTER_PORT", str(DEFAULT_PORT))
+    if "MASTER_ADDR" not in env:
+        raise UsageError("distributed run without MASTER_ADDR: launch with torchrun, or export MASTER_ADDR "
+                         "(e.g. the first host of $SLURM_JOB_NODELIST) before srun")
+
+
+def port_for_job(job_id: int) -> int:
+    """A per-job port in 15000-24999: below Linux's ephemeral range, distinct for concurrent jobs."""
+    return 15000 + job_id % 10000
 
 
 def init(info: DistInfo, device: torch.device) -> None:
     """Join the process group: NCCL on CUDA, gloo on CPU."""
     if not info.enabled or dist.is_initialized():
         return
-    os.environ.setdefault("MASTER_PORT", "29500")
-    if "MASTER_ADDR" not in os.environ:
-        raise UsageError("distributed run without MASTER_ADDR: launch with torchrun, or export MASTER_ADDR "
-                         "(e.g. the first host of $SLURM_JOB_NODELIST) before srun")
+    _rendezvous_env(info)
     backend = "nccl" if device.type == "cuda" else "gloo"
     dist.init_process_group(backend, rank=info.rank, world_size=info.world_size, init_method="env://")
 
@@ -68,13 +118,34 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def broadcast_flag(flag: bool, device: torch.device) -> bool:
-    """True on every rank if it is true on any rank (e.g. a stop signal seen by one process)."""
-    if not dist.is_initialized():
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item() > 0)
+class StopVote:
+    """Do all ranks agree to stop? True everywhere once any rank has seen a stop signal.
+
+    Each step's vote is all-reduced asynchronously and read one step later, so a step never waits
+    for the host (on CUDA an immediate `.item()` would stall the queue every step); every rank reads
+    the same vote at the same step, so all stop after the same step. Single process: no lag.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._pending: tuple[object, torch.Tensor] | None = None
+
+    def __call__(self, local: bool) -> bool:
+        if not dist.is_initialized():
+            return local
+        flag = torch.tensor([1.0 if local else 0.0], device=self.device)
+        work = dist.all_reduce(flag, op=dist.ReduceOp.MAX, async_op=True)
+        previous, self._pending = self._pending, (work, flag)
+        if previous is None:
+            return False
+        previous[0].wait()  # type: ignore[attr-defined]
+        return bool(previous[1].item() > 0)
+
+    def drain(self) -> None:
+        """Finish the outstanding vote (before a barrier or shutting the process group down)."""
+        if self._pending is not None:
+            self._pending[0].wait()  # type: ignore[attr-defined]
+            self._pending = None
 
 
 def barrier() -> None:
@@ -84,4 +155,5 @@ def barrier() -> None:
 
 def shutdown() -> None:
     if dist.is_initialized():
+        gc.collect()  # modules in reference cycles (DDP) would otherwise outlive the group until exit
         dist.destroy_process_group()

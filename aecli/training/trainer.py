@@ -42,7 +42,7 @@ from aecli.losses import (
 from aecli.models import Autoencoder, create_model
 from aecli.training import distributed
 from aecli.training.config import TrainConfig
-from aecli.training.logs import Console, MetricsLog
+from aecli.training.logs import Console, MetricsLog, TensorBoardLog
 from aecli.training.schedules import LRSchedule
 from aecli.training.setup import prepare
 from aecli.training.state import STATE_FILE, Counters, load_state, save_state
@@ -176,6 +176,7 @@ class Trainer:
         self.log = MetricsLog(run_dir, resume_step=self.counters.step if resume else None,
                               epoch_done=self.counters.batch == 0) if self.main else None
         self.console = Console(self.main, self.total_steps)
+        self.tb = TensorBoardLog(run_dir, cfg.to_dict()) if cfg.tensorboard and self.main else None
         self._pending_checks: list[tuple[int, list[str], torch.Tensor]] = []
 
     # -- construction helpers -------------------------------------------------------------------
@@ -338,8 +339,9 @@ class Trainer:
         return {k: float(distributed.all_reduce_mean(v / count.clamp(min=1))) for k, v in sums.items()}
 
     @torch.no_grad()
-    def _write_grids(self, epoch: int) -> None:
+    def _write_grids(self, epoch: int) -> list[Path]:
         n = self.cfg.grid_size
+        written = []
         model = self.model
         model.eval()
         grids = self.run_dir / "grids"
@@ -350,7 +352,7 @@ class Trainer:
             x = to_model_input(x_u8, self.spec.value_range)
             recon = model(x, labels if model.is_conditional else None).recon
             both = torch.cat([self.spec.to_unit_range(x), self.spec.to_unit_range(recon.float())])
-            save_grid(both, grids / f"recon_e{epoch + 1:03d}.png", nrow=len(idx))
+            written.append(save_grid(both, grids / f"recon_e{epoch + 1:03d}.png", nrow=len(idx)))
         if model.has_prior:
             gen = torch.Generator().manual_seed(1234)  # fixed draws: grids are comparable across epochs
             if model.is_conditional:
@@ -359,8 +361,10 @@ class Trainer:
                 imgs = model.sample(k * n, labels=labels, generator=gen)
             else:
                 imgs = model.sample(n * n if n <= 8 else n, generator=gen)
-            save_grid(self.spec.to_unit_range(imgs.float()), grids / f"samples_e{epoch + 1:03d}.png", nrow=n)
+            written.append(save_grid(self.spec.to_unit_range(imgs.float()), grids / f"samples_e{epoch + 1:03d}.png",
+                                     nrow=n))
         model.train()
+        return written
 
     def _training_summary(self, epoch: int, train_means: dict[str, float], val: dict[str, float],
                           started: float) -> dict[str, Any]:
@@ -421,6 +425,8 @@ class Trainer:
                 last_val = self._end_epoch(train_means, started)
         finally:
             self.console.close()
+            if self.tb:
+                self.tb.close({**train_means, **{f"val_{k}": v for k, v in last_val.items()}})
         vote.drain()
         distributed.barrier()
         return RunResult(self.run_dir, c.step, c.epoch, c.best_val, {**train_means, **{f"val_{k}": v
@@ -451,9 +457,12 @@ class Trainer:
                 rate = window_images / max(1e-9, time.time() - window_start)
                 means = self._reduced_means(sums, self.epoch_batches)
                 if self.main:
-                    self.log.add({"kind": "step", "split": "train", "epoch": c.epoch + 1, "step": c.step, **means,
-                                  "lr": self.schedule.lr(c.step - 1), "images_per_s": round(rate, 1),
-                                  "elapsed_s": round(time.time() - started, 1)})
+                    row = {"kind": "step", "split": "train", "epoch": c.epoch + 1, "step": c.step, **means,
+                           "lr": self.schedule.lr(c.step - 1), "images_per_s": round(rate, 1),
+                           "elapsed_s": round(time.time() - started, 1)}
+                    self.log.add(row)
+                    if self.tb:
+                        self.tb.scalars("train_step", row, c.step)
                 self.console.update(c.step, {"loss": means.get("loss", 0.0), "img/s": round(rate, 1)},
                                     f"epoch {c.epoch + 1}/{cfg.epochs} step {c.step}/{self.total_steps}")
                 window_start, window_images = time.time(), 0
@@ -497,7 +506,12 @@ class Trainer:
                 self.log.add({**row, "split": "val", **val})
             self.log.write_csv()
             self.log.plot()
-            self._write_grids(c.epoch - 1)
+            grids = self._write_grids(c.epoch - 1)
+            if self.tb:
+                self.tb.scalars("train", train_means, c.step)
+                self.tb.scalars("val", val, c.step)
+                for path in grids:
+                    self.tb.image(path.name.split("_e")[0], path, c.step)
             shown = " ".join(f"{k} {v:.4g}" for k, v in train_means.items())
             vshown = " ".join(f"{k} {v:.4g}" for k, v in val.items())
             self.console.line(f"epoch {c.epoch}/{cfg.epochs} train: {shown}" + (f" | val: {vshown}" if val else ""))
@@ -580,7 +594,10 @@ def train(cfg: TrainConfig, resume: str | None = None) -> RunResult:
     if distributed.detect().is_main and not resuming:
         write_run_config(run_dir, cfg)
     with _StopFlag() as stop:  # installed before set-up: a signal while data loads is kept, not fatal
+        trainer: Trainer | None = None
         try:
-            return Trainer(cfg, run_dir, resume=resuming).fit(stop)
+            trainer = Trainer(cfg, run_dir, resume=resuming)
+            return trainer.fit(stop)
         finally:
+            del trainer  # DDP's reducer holds the process group: free it before the group, not at exit
             distributed.shutdown()
