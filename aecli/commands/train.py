@@ -193,7 +193,8 @@ def train(
     cfg.model = {**dict(toml.get("model", {})), **model_kwargs}
     cfg.command_line = reproduce_command(ctx, family)
     result = run_training(cfg, resume=resume)
-    typer.echo(f"done: {result.steps} steps, {result.epochs} epochs; checkpoints in {result.run_dir}")
+    if result.is_main:  # one summary line per job, not per process
+        typer.echo(f"done: {result.steps} steps, {result.epochs} epochs; checkpoints in {result.run_dir}")
 
 
 def register(app: typer.Typer) -> None:

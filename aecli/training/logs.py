@@ -19,6 +19,7 @@ from aecli.atomic import write_text
 METRICS_JSONL = "metrics.jsonl"
 METRICS_CSV = "metrics.csv"
 LOSS_CURVES = "loss_curves.png"
+PLOT_INTERVAL_S = 30.0
 
 
 def _fmt(value: Any) -> str:
@@ -33,6 +34,7 @@ class MetricsLog:
     def __init__(self, run_dir: Path, resume_step: int | None = None, epoch_done: bool = True) -> None:
         self.run_dir = run_dir
         self.rows: list[dict[str, Any]] = []
+        self._last_plot = -PLOT_INTERVAL_S  # the first epoch always draws
         path = run_dir / METRICS_JSONL
         if resume_step is not None and path.exists():
             # Keep what happened up to the resumed step; a crash may have logged past it. A state saved
@@ -63,8 +65,15 @@ class MetricsLog:
         writer.writerows(self.rows)
         write_text(self.run_dir / METRICS_CSV, buf.getvalue())
 
-    def plot(self) -> None:
-        """loss_curves.png: one panel per loss component, train and validation per epoch (seed 000)."""
+    def plot(self, force: bool = False) -> None:
+        """loss_curves.png: one panel per loss component, train and validation per epoch (seed 000).
+
+        Drawing costs about a second (matplotlib), so within a run it is refreshed at most every
+        PLOT_INTERVAL_S seconds; ``force`` (the last epoch) always draws.
+        """
+        if not force and time.monotonic() - self._last_plot < PLOT_INTERVAL_S:
+            return
+        self._last_plot = time.monotonic()
         import matplotlib
 
         matplotlib.use("Agg")

@@ -59,6 +59,7 @@ class RunResult:
     epochs: int
     best_val: float | None
     final: dict[str, float]
+    is_main: bool = True  # rank 0 (the only process that writes and reports)
 
 
 def default_run_dir(family: str) -> Path:
@@ -429,8 +430,8 @@ class Trainer:
                 self.tb.close({**train_means, **{f"val_{k}": v for k, v in last_val.items()}})
         vote.drain()
         distributed.barrier()
-        return RunResult(self.run_dir, c.step, c.epoch, c.best_val, {**train_means, **{f"val_{k}": v
-                                                                                        for k, v in last_val.items()}})
+        return RunResult(self.run_dir, c.step, c.epoch, c.best_val,
+                         {**train_means, **{f"val_{k}": v for k, v in last_val.items()}}, is_main=self.main)
 
     def _run_epoch(self, stop: "_StopFlag", vote: distributed.StopVote, started: float) -> dict[str, float]:
         cfg, c = self.cfg, self.counters
@@ -505,7 +506,7 @@ class Trainer:
             if val:
                 self.log.add({**row, "split": "val", **val})
             self.log.write_csv()
-            self.log.plot()
+            self.log.plot(force=c.epoch == cfg.epochs)
             grids = self._write_grids(c.epoch - 1)
             if self.tb:
                 self.tb.scalars("train", train_means, c.step)
