@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass, field
@@ -31,8 +32,11 @@ MODEL_PREFIX = "model."
 EMA_PREFIX = "ema."
 MAX_HEADER_BYTES = 16 * 1024 * 1024  # real headers are a few hundred KB at most
 MAX_JSON_DEPTH = 32
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
-                "U8": 1, "BOOL": 1}
+# Every dtype safetensors writes, so a foreign file is reported as "not aecli", not as corrupt.
+_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4,
+                "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "C64": 8}
+# BatchNorm's statistics are stored beside the weights but are not parameters.
+_BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
 
 @dataclass
@@ -48,6 +52,8 @@ class CheckpointHeader:
     metadata: dict[str, str]
     tensors: dict[str, dict[str, Any]]  # name -> {"dtype", "shape", "data_offsets"}
     file_size: int
+    # State-dict names that are buffers, not parameters; filled in by load_model from the built model.
+    buffers: frozenset[str] | None = None
 
     @property
     def has_ema(self) -> bool:
@@ -55,9 +61,14 @@ class CheckpointHeader:
 
     @property
     def parameter_count(self) -> int:
+        """Number of trainable values in the model weights (EMA copies and buffers excluded)."""
         n = 0
         for name, info in self.tensors.items():
-            if name.startswith(MODEL_PREFIX) and not name.endswith("num_batches_tracked"):
+            if not name.startswith(MODEL_PREFIX):
+                continue
+            key = name[len(MODEL_PREFIX):]
+            is_buffer = key in self.buffers if self.buffers is not None else key.endswith(_BUFFER_SUFFIXES)
+            if not is_buffer:
                 count = 1
                 for d in info["shape"]:
                     count *= d
@@ -155,8 +166,11 @@ def read_header(path: str | os.PathLike[str]) -> CheckpointHeader:
     if metadata.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{p} is a safetensors file but not an aecli checkpoint (no aecli metadata); "
                               "only files written by `aecli train` can be loaded")
+    if "format_version" not in metadata:
+        raise CheckpointError(f"{p}: checkpoint metadata has no 'format_version' entry; the file was edited "
+                              "or is corrupt")
     try:
-        version = int(metadata.get("format_version", ""))
+        version = int(metadata["format_version"])
     except ValueError:
         raise CheckpointError(f"{p}: format_version {metadata.get('format_version')!r} is not a number") from None
     if version > FORMAT_VERSION:
@@ -172,12 +186,27 @@ def read_header(path: str | os.PathLike[str]) -> CheckpointHeader:
     training = _parse_json(p, "training", metadata.get("training"), required=False)
     try:
         spec = DataSpec.from_dict(data)
-        if not isinstance(spec.image_size, int) or not isinstance(spec.channels, int):
-            raise TypeError
+        _check_data_spec(spec)
     except (TypeError, ValueError):
-        raise CheckpointError(f"{p}: checkpoint metadata 'data' is malformed (needs image_size, channels)") from None
+        raise CheckpointError(f"{p}: checkpoint metadata 'data' is malformed (needs an integer image_size, "
+                              "channels 1 or 3, value_range [lo, hi] with lo < hi, class_names a list of "
+                              "strings)") from None
     return CheckpointHeader(path=p, family=family, config=config, data=spec, training=training,
                             format_version=version, metadata=metadata, tensors=header, file_size=size)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_data_spec(spec: DataSpec) -> None:
+    """Raise ValueError unless every field has the type and range the commands rely on."""
+    lo_hi = spec.value_range
+    if not (_is_int(spec.image_size) and spec.image_size > 0 and spec.channels in (1, 3)
+            and _is_int(spec.channels) and len(lo_hi) == 2 and all(math.isfinite(v) for v in lo_hi)
+            and lo_hi[0] < lo_hi[1] and isinstance(spec.class_names, list)
+            and all(isinstance(c, str) for c in spec.class_names) and isinstance(spec.source, str)):
+        raise ValueError("malformed data spec")
 
 
 def build_from_header(header: CheckpointHeader) -> Autoencoder:
@@ -188,9 +217,30 @@ def build_from_header(header: CheckpointHeader) -> Autoencoder:
         raise CheckpointError(f"{header.path}: unknown model family {header.family!r}; this aecli knows "
                               f"{', '.join(list_models())} (a newer aecli may know it)")
     try:
-        return create_model(header.family, **header.config)
+        model = create_model(header.family, **header.config)
     except UsageError as exc:
         raise CheckpointError(f"{header.path}: invalid model config in checkpoint: {exc}") from None
+    except (TypeError, ValueError, OverflowError) as exc:
+        # A value of the wrong type (a string where a number belongs) fails inside validation.
+        raise CheckpointError(f"{header.path}: invalid model config in checkpoint ({exc}); "
+                              "the file is corrupt or was edited") from None
+    problem = _spec_mismatch(model, header.data)
+    if problem:
+        raise CheckpointError(f"{header.path}: {problem}; the file was edited")
+    return model
+
+
+def _spec_mismatch(model: Autoencoder, data: DataSpec) -> str:
+    """Why the data spec cannot belong to ``model`` ('' when it can)."""
+    cfg = model.config
+    if (cfg.image_size, cfg.channels) != (data.image_size, data.channels):
+        return (f"the model config ({cfg.image_size}px, {cfg.channels} ch) and the data spec "
+                f"({data.image_size}px, {data.channels} ch) disagree")
+    # Class names are optional, but when a conditional model has them, label i must name class i.
+    if cfg.num_classes and data.class_names and len(data.class_names) != cfg.num_classes:
+        return (f"the model has {cfg.num_classes} classes but the data spec names "
+                f"{len(data.class_names)}: the model config and data spec disagree")
+    return ""
 
 
 def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu",
@@ -200,44 +250,66 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu",
     ``ema=True`` loads the EMA weights when the file has them (an error otherwise).
     """
     import torch
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError, safe_open
 
     header = read_header(path)
     model = build_from_header(header)
-    prefix = EMA_PREFIX if ema else MODEL_PREFIX
     if ema and not header.has_ema:
         raise CheckpointError(f"{header.path} has no EMA weights; drop --ema or train with --ema DECAY")
     expected = model.state_dict()
+    header.buffers = frozenset(expected) - {name for name, _ in model.named_parameters()}
+    # Both weight sets are checked even when only one is loaded, so `aecli info` vouches for the file.
+    stray = sorted(k for k in header.tensors if not k.startswith((MODEL_PREFIX, EMA_PREFIX)))
+    _check_tensor_set(header, MODEL_PREFIX, expected, stray)
+    if header.has_ema:
+        _check_tensor_set(header, EMA_PREFIX, expected, [])
+    prefix = EMA_PREFIX if ema else MODEL_PREFIX
+    try:
+        # safe_open reads only the tensors asked for (the other weight set stays on disk).
+        with safe_open(str(header.path), framework="pt", device="cpu") as fh:
+            state = {name: fh.get_tensor(prefix + name) for name in expected}
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{header.path}: cannot read tensors ({exc}); the file is corrupt") from None
+    model.load_state_dict(state, strict=True)
+    model.to(torch.device(device) if isinstance(device, str) else device)
+    model.eval()
+    return LoadedCheckpoint(model=model, header=header)
+
+
+def _safetensors_dtypes() -> dict[Any, str]:
+    import torch
+
+    return {torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+            torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8",
+            torch.uint8: "U8", torch.bool: "BOOL"}
+
+
+def _check_tensor_set(header: CheckpointHeader, prefix: str, expected: dict[str, torch.Tensor],
+                      stray: list[str]) -> None:
+    """Names, shapes and dtypes under ``prefix`` must be exactly those of the built model."""
+    st_dtype = _safetensors_dtypes()
     found = {k[len(prefix):]: v for k, v in header.tensors.items() if k.startswith(prefix)}
     missing = sorted(set(expected) - set(found))
-    unexpected = sorted(set(found) - set(expected))
+    unexpected = [prefix + k for k in sorted(set(found) - set(expected))] + stray
     if missing or unexpected:
         parts = []
         if missing:
-            parts.append(f"missing tensors {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''}")
+            names = [prefix + k for k in missing]
+            parts.append(f"missing tensors {', '.join(names[:5])}{' …' if len(names) > 5 else ''}")
         if unexpected:
             parts.append(f"unexpected tensors {', '.join(unexpected[:5])}{' …' if len(unexpected) > 5 else ''}")
         raise CheckpointError(f"{header.path}: weights do not match the {header.family} config "
                               f"({'; '.join(parts)}); the file is corrupt or was edited")
     for name, tensor in expected.items():
-        shape = list(found[name]["shape"])
-        if shape != list(tensor.shape):
-            raise CheckpointError(f"{header.path}: tensor {name!r} has shape {shape}, the config needs "
-                                  f"{list(tensor.shape)}; the file is corrupt or was edited")
-    try:
-        tensors = load_file(str(header.path), device="cpu")
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{header.path}: cannot read tensors ({exc}); the file is corrupt") from None
-    state = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-    for name, tensor in expected.items():
-        if state[name].dtype != tensor.dtype and not (tensor.is_floating_point() and state[name].is_floating_point()):
-            raise CheckpointError(f"{header.path}: tensor {name!r} has dtype {state[name].dtype}, "
+        info = found[name]
+        if list(info["shape"]) != list(tensor.shape):
+            raise CheckpointError(f"{header.path}: tensor {prefix + name!r} has shape {info['shape']}, the "
+                                  f"config needs {list(tensor.shape)}; the file is corrupt or was edited")
+        # Float weights may be stored at another precision (load_state_dict casts); integers may not.
+        is_float = info["dtype"] in ("F64", "F32", "F16", "BF16")
+        if not (is_float and tensor.is_floating_point()) and info["dtype"] != st_dtype.get(tensor.dtype):
+            raise CheckpointError(f"{header.path}: tensor {prefix + name!r} has dtype {info['dtype']}, "
                                   f"expected {tensor.dtype}; the file is corrupt or was edited")
-    model.load_state_dict(state, strict=True)
-    model.to(torch.device(device) if isinstance(device, str) else device)
-    model.eval()
-    return LoadedCheckpoint(model=model, header=header)
 
 
 def _tensor_dict(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -248,14 +320,26 @@ def _tensor_dict(prefix: str, state: dict[str, torch.Tensor]) -> dict[str, torch
 def save_model(path: str | os.PathLike[str], model: Autoencoder, data: DataSpec,
                training: dict[str, Any] | None = None,
                ema_state: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write ``model`` (and optional EMA weights) as an aecli checkpoint, atomically."""
+    """Write ``model`` (and optional EMA weights) as an aecli checkpoint, atomically.
+
+    ``ema_state`` must have exactly the keys of ``model.state_dict()`` (parameters and buffers), as
+    ``load_model(..., ema=True)`` loads it in place of the model weights.
+    """
     import torch
     from safetensors.torch import save_file
 
     import aecli
 
-    tensors = _tensor_dict(MODEL_PREFIX, model.state_dict())
+    state = model.state_dict()
+    # Checked here, not at load time: a mismatch is a bug in the caller and must not reach a file.
+    problem = _spec_mismatch(model, data)
+    if problem:
+        raise ValueError(problem)
+    tensors = _tensor_dict(MODEL_PREFIX, state)
     if ema_state is not None:
+        if set(ema_state) != set(state):
+            diff = sorted(set(ema_state) ^ set(state))
+            raise ValueError(f"ema_state must have the model's state_dict keys; differs in {diff[:5]}")
         tensors.update(_tensor_dict(EMA_PREFIX, ema_state))
     metadata = {
         "format": FORMAT_NAME,
