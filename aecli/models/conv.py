@@ -33,12 +33,20 @@ LATENTS = ("flat", "spatial")
 INITS = ("default", "kaiming")
 
 
+MAX_LAYERS = 64
+
+
 def check_ints(**values: object) -> None:
     """Layer sizes must be positive whole numbers: a TOML ``32.0`` would otherwise crash inside torch."""
     for name, value in values.items():
         items = value if isinstance(value, (list, tuple)) else (value,)
         if any(isinstance(v, bool) or not isinstance(v, int) for v in items):
             raise UsageError(f"{name} must be whole numbers, got {value!r}")
+        # Depth is bounded before the meta-device parameter count: building 10^30 layers, even on
+        # the meta device, would never finish (a hostile or mistyped config).
+        if len(items) > MAX_LAYERS or (name == "num_layers" and value > MAX_LAYERS):  # type: ignore[operator]
+            got = f"{len(items)} entries" if isinstance(value, (list, tuple)) else repr(value)
+            raise UsageError(f"{name} allows at most {MAX_LAYERS} layers, got {got}")
     check_positive(**values)  # type: ignore[arg-type]
 
 

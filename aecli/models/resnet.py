@@ -66,6 +66,8 @@ class ResNetConfig(BaseConfig):
     def validate(self) -> None:
         check_positive(widths=self.widths, latent_dim=self.latent_dim,
                        blocks_per_stage=self.blocks_per_stage, heads=self.heads)
+        if isinstance(self.blocks_per_stage, int) and self.blocks_per_stage > 16:
+            raise UsageError(f"blocks_per_stage allows at most 16, got {self.blocks_per_stage}")
         if len(self.widths) > MAX_STAGES:
             raise UsageError(f"widths can list at most {MAX_STAGES} stages, got {len(self.widths)}")
         for name, values in (("widths", self.widths), ("latent_dim", (self.latent_dim,)),
