@@ -333,3 +333,29 @@ def build_lpips(net: str = "alex", *, weights_dir: str | None = None, weights_fi
         model.net.load_state_dict(trunk, strict=True)
     model.requires_grad_(False)
     return model.eval().to(device)
+
+
+def save_random_inception(path: str | os.PathLike[str], seed: int = 0) -> Path:
+    """Write a Kaiming-initialised torch-fidelity Inception state dict: a stand-in for the real file
+    on machines without internet, for smoke tests and benchmarks (its FIDs mean nothing).
+
+    PyTorch's default init shrinks activations layer after layer until every feature is ~0 and every
+    FID ~0, which would make any comparison pass; Kaiming init keeps them alive.
+    """
+    import torch
+    import torch_fidelity.feature_extractor_inceptionv3 as fe
+
+    cls = fe.FeatureExtractorInceptionV3
+    original, url_loader = cls.load_state_dict, fe.load_state_dict_from_url
+    cls.load_state_dict = lambda self, state, strict=True: None  # type: ignore[method-assign]
+    fe.load_state_dict_from_url = lambda *a, **k: {}  # build without fetching the real weights
+    try:
+        torch.manual_seed(seed)
+        model = cls("inception-v3-compat", ["2048"])
+    finally:
+        cls.load_state_dict, fe.load_state_dict_from_url = original, url_loader  # type: ignore[method-assign]
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            torch.nn.init.kaiming_normal_(module.weight)
+    torch.save(model.state_dict(), path)
+    return Path(path)

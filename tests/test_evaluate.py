@@ -11,7 +11,6 @@ import torch
 import torchvision
 from conftest import tiny_model
 from PIL import Image
-from test_metrics import make_random_inception
 from typer.testing import CliRunner
 
 from aecli.checkpoint import save_model
@@ -21,6 +20,7 @@ from aecli.data.spec import DataSpec
 from aecli.errors import DataError, UsageError
 from aecli.metrics import reconstruction as rec
 from aecli.metrics.evaluate import EvalConfig, evaluate_checkpoints, evaluate_folders
+from aecli.weights import save_random_inception
 
 SIZE = 16
 
@@ -39,7 +39,7 @@ def files(tmp_path_factory):
     torch.save(torchvision.models.alexnet().state_dict(), root / "alexnet.pth")
     return {
         "root": root,
-        "inception": make_random_inception(root / "inception.pth"),
+        "inception": str(save_random_inception(root / "inception.pth")),
         "alexnet": str(root / "alexnet.pth"),
         "mlp": _save(root / "mlp.safetensors", "mlp-ae"),
         "vae": _save(root / "vae.safetensors", "conv-vae"),

@@ -15,38 +15,12 @@ from aecli.metrics import fidelity
 from aecli.metrics import reconstruction as rec
 from aecli.metrics.latent_stats import LatentStats
 from aecli.metrics.perceptual import lpips_distance, lpips_resize_note
-from aecli.weights import build_lpips
-
-
-def make_random_inception(path) -> str:
-    """torch-fidelity's Inception with Kaiming-normal weights, saved as a state dict.
-
-    PyTorch's default init shrinks activations layer after layer until every feature is ~0 and every
-    FID ~0, which would make any comparison pass; Kaiming init keeps them alive.
-    """
-    import torch_fidelity.feature_extractor_inceptionv3 as fe
-
-    cls = fe.FeatureExtractorInceptionV3
-    original = cls.load_state_dict
-    cls.load_state_dict = lambda self, state, strict=True: None  # build without any weights file
-    try:
-        saved_url_loader = fe.load_state_dict_from_url
-        fe.load_state_dict_from_url = lambda *a, **k: {}
-        torch.manual_seed(0)
-        model = cls("inception-v3-compat", ["2048"])
-    finally:
-        cls.load_state_dict = original
-        fe.load_state_dict_from_url = saved_url_loader
-    for module in model.modules():
-        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
-            torch.nn.init.kaiming_normal_(module.weight)
-    torch.save(model.state_dict(), path)
-    return str(path)
+from aecli.weights import build_lpips, save_random_inception
 
 
 @pytest.fixture(scope="module")
 def inception_file(tmp_path_factory):
-    return make_random_inception(tmp_path_factory.mktemp("inception") / "kaiming-inception.pth")
+    return str(save_random_inception(tmp_path_factory.mktemp("inception") / "kaiming-inception.pth"))
 
 
 def _images(seed: int, n: int, c: int, h: int, w: int | None = None) -> torch.Tensor:
