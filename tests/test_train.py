@@ -242,3 +242,17 @@ def test_default_conv_ae_beats_the_mean_image_baseline(tmp_path: Path, monkeypat
 
     model_psnr, baseline = psnr(recon, x), psnr(mean_image.expand_as(x), x)
     assert model_psnr > baseline + 6, (model_psnr, baseline)
+
+
+def test_checkpoint_remembers_the_validation_split(tmp_path: Path) -> None:
+    """`--split val` in later commands must mean the images training held out (seed 000: first 1,000)."""
+    from aecli.analysis import LatentMapConfig, latent_map
+    from aecli.data import open_source
+
+    train(tiny_cfg("conv-ae", tmp_path / "run", val_count=7))
+    ckpt = load_model(tmp_path / "run" / "best.safetensors")
+    assert ckpt.data.val_count == 7 and ckpt.data.val_fraction is None
+    held_out = open_source("shapes:48", image_size=32, channels=1, split="val", val_count=7)
+    result = latent_map(LatentMapConfig(checkpoint=str(tmp_path / "run" / "best.safetensors"), split="val",
+                                        method="pca", out=str(tmp_path / "map.png")))
+    assert list(result.names) == list(held_out.names) and len(result.names) == 7

@@ -145,7 +145,8 @@ def latent_map(cfg: LatentMapConfig, progress: ProgressFn | None = None,
     if not source:
         raise UsageError(f"{cfg.checkpoint} does not record its training data; give --data SRC")
     data = open_source(source, image_size=spec.image_size, channels=spec.channels, split=cfg.split,
-                       data_root=cfg.data_root, cache_dir=cfg.cache, progress=sys.stderr.isatty())
+                       data_root=cfg.data_root, cache_dir=cfg.cache, progress=sys.stderr.isatty(),
+                       **spec.split_options(source))
     notes: list[str] = []
     total = len(data)
     indices = subsample_indices(total, cfg.n, cfg.seed)

@@ -207,6 +207,11 @@ def _check_data_spec(spec: DataSpec) -> None:
             and lo_hi[0] < lo_hi[1] and isinstance(spec.class_names, list)
             and all(isinstance(c, str) for c in spec.class_names) and isinstance(spec.source, str)):
         raise ValueError("malformed data spec")
+    # Optional since aecli 0.1 checkpoints written before them read as None (the default split).
+    if spec.val_count is not None and not (_is_int(spec.val_count) and spec.val_count >= 1):
+        raise ValueError("malformed val_count")
+    if spec.val_fraction is not None and not (isinstance(spec.val_fraction, float) and 0 < spec.val_fraction < 1):
+        raise ValueError("malformed val_fraction")
 
 
 def build_from_header(header: CheckpointHeader) -> Autoencoder:
@@ -221,8 +226,10 @@ def build_from_header(header: CheckpointHeader) -> Autoencoder:
     except UsageError as exc:
         raise CheckpointError(f"{header.path}: invalid model config in checkpoint: {exc}") from None
     except (TypeError, ValueError, OverflowError) as exc:
-        # A value of the wrong type (a string where a number belongs) fails inside validation.
-        raise CheckpointError(f"{header.path}: invalid model config in checkpoint ({exc}); "
+        # A value of the wrong type (a string where a number belongs) fails inside validation. Torch's
+        # messages may carry a C++ stack trace: only their first line is shown.
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{header.path}: invalid model config in checkpoint ({first}); "
                               "the file is corrupt or was edited") from None
     problem = _spec_mismatch(model, header.data)
     if problem:
@@ -253,11 +260,14 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu",
     from safetensors import SafetensorError, safe_open
 
     header = read_header(path)
-    model = build_from_header(header)
+    # A skeleton on the meta device first: the file's tensors must match it before one real parameter
+    # is allocated, so a hostile config (latent_dim=10**6 in a 40 KB file) costs no memory.
+    with torch.device("meta"):
+        skeleton = build_from_header(header)
     if ema and not header.has_ema:
         raise CheckpointError(f"{header.path} has no EMA weights; drop --ema or train with --ema DECAY")
-    expected = model.state_dict()
-    header.buffers = frozenset(expected) - {name for name, _ in model.named_parameters()}
+    expected = skeleton.state_dict()
+    header.buffers = frozenset(expected) - {name for name, _ in skeleton.named_parameters()}
     # Both weight sets are checked even when only one is loaded, so `aecli info` vouches for the file.
     stray = sorted(k for k in header.tensors if not k.startswith((MODEL_PREFIX, EMA_PREFIX)))
     _check_tensor_set(header, MODEL_PREFIX, expected, stray)
@@ -270,6 +280,7 @@ def load_model(path: str | os.PathLike[str], device: str | torch.device = "cpu",
             state = {name: fh.get_tensor(prefix + name) for name in expected}
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{header.path}: cannot read tensors ({exc}); the file is corrupt") from None
+    model = build_from_header(header)
     model.load_state_dict(state, strict=True)
     model.to(torch.device(device) if isinstance(device, str) else device)
     model.eval()

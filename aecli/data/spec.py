@@ -13,7 +13,10 @@ class DataSpec:
     channels: int
     value_range: tuple[float, float] = (-1.0, 1.0)  # pixel values the model sees, [lo, hi]
     class_names: list[str] = field(default_factory=list)  # empty when unlabeled
-    source: str = ""  # where the training data came from (path or dataset name), informative only
+    source: str = ""  # where the training data came from (path or dataset name)
+    # How training held out its validation images, so `--split val` elsewhere means the same images.
+    val_count: int | None = None
+    val_fraction: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -27,6 +30,13 @@ class DataSpec:
         if "value_range" in kwargs:
             kwargs["value_range"] = tuple(float(v) for v in kwargs["value_range"])
         return cls(**kwargs)
+
+    def split_options(self, source: str | None) -> dict[str, Any]:
+        """open_source() split options for ``source``: the training run's own rule when it is the
+        training data, the defaults otherwise."""
+        if source is not None and source == self.source:
+            return {"val_count": self.val_count, "val_fraction": self.val_fraction}
+        return {}
 
     def to_model_range(self, x01: "Any") -> "Any":
         """Map images in [0, 1] to the model's range."""

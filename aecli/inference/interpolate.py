@@ -76,7 +76,7 @@ def _endpoints(model: Any, spec: Any, path: Any, dev: torch.device, *, from_imag
         if min(from_index, to_index) < 0:
             raise UsageError("--from-index/--to-index must be >= 0")
         full = open_source(data, image_size=spec.image_size, channels=spec.channels, split=split,
-                           limit=max(from_index, to_index) + 1, data_root=data_root)
+                           limit=max(from_index, to_index) + 1, data_root=data_root, **spec.split_options(data))
         if max(from_index, to_index) >= len(full):
             raise UsageError(f"index {max(from_index, to_index)} is out of range: the {split} split of {data} "
                              f"has {len(full)} images")

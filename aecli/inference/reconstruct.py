@@ -121,7 +121,8 @@ def reconstruct(
         key = (image_size or h.data.image_size, h.data.channels)
         if key not in sets:
             opened = open_source(data, image_size=key[0], channels=key[1], split=split, data_root=data_root,
-                                 limit=None if random else n, progress=tty(progress))
+                                 limit=None if random else n, progress=tty(progress),
+                                 **h.data.split_options(data))
             sets[key] = select_images(opened, n, random, seed)
     first = next(iter(sets.values()))
     names = list(first.names)

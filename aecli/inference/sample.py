@@ -150,7 +150,8 @@ def sample(
         if fit_n < 2:
             raise UsageError(f"--fit-n must be at least 2, got {fit_n}")
         fit_data = open_source(fit, image_size=spec.image_size, channels=spec.channels, split=fit_split,
-                               limit=fit_n, data_root=data_root, progress=tty(progress))
+                               limit=fit_n, data_root=data_root, progress=tty(progress),
+                               **spec.split_options(fit))
         latents = encode_images(model, fit_data, spec.value_range, batch_size=batch_size, device=dev,
                                 progress=progress, description="encoding --fit data")
         gaussian = fit_gaussian(latents, fit_kind)

@@ -233,18 +233,21 @@ class Evaluator:
                 "features": list(fidelity.FEATURES)}
 
     # -- data --------------------------------------------------------------------------------------
-    def dataset(self, source: str, image_size: int, channels: int, split: str | None = None) -> Any:
+    def dataset(self, source: str, image_size: int, channels: int, split: str | None = None,
+                split_options: dict[str, Any] | None = None) -> Any:
         """The evaluation set (--split, --n) or, given ``split``, that whole split (class-acc)."""
         from aecli.data import open_source
 
         limit = self.cfg.n if split is None else None
         split = split or self.cfg.split
-        key = (source, image_size, channels, split, limit)
+        options = split_options or {}
+        key = (source, image_size, channels, split, limit, tuple(sorted(options.items())))
         if key not in self._datasets:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 self._datasets[key] = open_source(source, image_size=image_size, channels=channels,
-                                                  split=split, limit=limit, data_root=self.cfg.data_root)
+                                                  split=split, limit=limit, data_root=self.cfg.data_root,
+                                                  **options)
             self.warnings += [str(w.message) for w in caught]
         return self._datasets[key]
 
@@ -301,7 +304,7 @@ class Evaluator:
         if not source:
             raise UsageError(f"{path} does not record its training data source; pass --data SRC")
         spec = header.data
-        ds = self.dataset(source, spec.image_size, spec.channels)
+        ds = self.dataset(source, spec.image_size, spec.channels, split_options=spec.split_options(source))
         loaded = load_model(path, self.device, ema=cfg.ema)
         model = loaded.model
         row = Row(name=str(path), family=header.family, n=len(ds),
@@ -340,8 +343,9 @@ class Evaluator:
         if reason:
             _class_na(row, reason)
             return
-        train = self.dataset(source, spec.image_size, spec.channels, split="train")
-        val = self.dataset(source, spec.image_size, spec.channels, split="val")
+        options = spec.split_options(source)
+        train = self.dataset(source, spec.image_size, spec.channels, split="train", split_options=options)
+        val = self.dataset(source, spec.image_size, spec.channels, split="val", split_options=options)
         check_labelled(train, "train")
         check_labelled(val, "val")
         # Label k must mean the same class to the model and to the classifier.
