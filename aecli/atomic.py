@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -34,10 +35,29 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, target)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             tmp_path.unlink()
+        os_error = _as_os_error(exc, target)
+        if os_error is not None:
+            raise os_error from exc
         raise
+
+
+# safetensors reports a failed write as "… I/O error: File too large (os error 27)", not as OSError.
+_OS_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def _as_os_error(exc: BaseException, path: Path) -> OSError | None:
+    """A writer library's wrapped OS error (disk full, quota, EFBIG) as the OSError it is, so the CLI
+    reports it like any other write failure (exit 1, the system's message and the path)."""
+    if isinstance(exc, OSError):
+        return None
+    match = _OS_ERROR.search(str(exc))
+    if match is None:
+        return None
+    code = int(match.group(1))
+    return OSError(code, os.strerror(code), str(path))
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -45,4 +45,20 @@ for _name in COMMANDS:
 
 
 def main() -> None:
-    app()
+    """Entry point. Typer's usage errors (a value that is not a number, a missing argument) become
+    one line on stderr and exit code 2, like aecli's own errors, instead of a boxed panel."""
+    import sys
+
+    try:
+        result = app(standalone_mode=False)
+    except typer.TyperException as exc:  # click's ClickException family, as vendored by typer
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        if message:  # empty for a bare `aecli`/`aecli weights`: the help was printed already
+            typer.echo(f"Error: {message}{where}", err=True)
+        sys.exit(getattr(exc, "exit_code", 2))
+    except typer.Abort:
+        typer.echo("Aborted.", err=True)
+        sys.exit(130)
+    sys.exit(result if isinstance(result, int) else 0)

@@ -8,7 +8,6 @@ Files live where torch/torchvision/torch-fidelity look for them: ``$TORCH_HOME/h
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import os
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
 from aecli.errors import UsageError, WeightsMissingError
+from aecli.hashing import sha256_file
 
 if TYPE_CHECKING:
     import lpips
@@ -164,14 +164,6 @@ def _file_problem(path: Path) -> str:
     except OSError as exc:
         return f"is not readable ({exc.strerror})"
     return ""
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass

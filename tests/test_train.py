@@ -98,7 +98,7 @@ def test_nan_loss_stops_naming_step_and_component_and_keeps_last_good(tmp_path: 
         return total, parts
 
     monkeypatch.setattr(AutoencoderObjective, "forward", poisoned)
-    with pytest.raises(TrainingError, match=r"step 3 .*recon"):
+    with pytest.raises(TrainingError, match=r"step 4 .*recon"):
         train(tiny_cfg("conv-ae", tmp_path / "run", epochs=3))
     good = load_model(tmp_path / "run" / "last.safetensors")
     assert good.header.training["steps"] == 2

@@ -52,6 +52,8 @@ class LatentMapConfig:
             raise UsageError(f"--out must end in {', '.join('.' + f for f in FORMATS)}, got {self.out!r}")
         if self.n is not None and self.n < 1:
             raise UsageError(f"--n must be at least 1, got {self.n}")
+        if not 0 <= self.seed < 2**32:  # scikit-learn's random_state range
+            raise UsageError(f"--seed must be between 0 and 2**32 - 1, got {self.seed}")
         if self.batch_size < 1:
             raise UsageError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.k < 1:

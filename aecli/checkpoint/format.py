@@ -8,7 +8,6 @@ into the registry, the config goes through the family's dataclass and its valida
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import math
 import os
@@ -368,9 +367,3 @@ def save_model(path: str | os.PathLike[str], model: Autoencoder, data: DataSpec,
     return Path(path)
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

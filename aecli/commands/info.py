@@ -16,7 +16,8 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
 
     The model is rebuilt and its weights checked, so every way a file can be broken is reported here.
     """
-    from aecli.checkpoint.format import file_sha256, load_model
+    from aecli.checkpoint.format import load_model
+    from aecli.hashing import sha256_file
 
     header = load_model(path, "cpu").header
     return {
@@ -29,7 +30,7 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
         "parameters": header.parameter_count,
         "has_ema": header.has_ema,
         "file_size": header.file_size,
-        "sha256": file_sha256(path),
+        "sha256": sha256_file(path),
         "aecli_version": header.metadata.get("aecli_version", ""),
         "torch_version": header.metadata.get("torch_version", ""),
         "created": header.metadata.get("created", ""),

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Optional
 
 import typer
 
 from aecli.commands._common import PANEL_WEIGHTS, handle_errors, parse_list
-from aecli.errors import WeightsMissingError
+from aecli.errors import UsageError, WeightsMissingError
 
 weights_app = typer.Typer(
     help="Check or fetch the pretrained files (LPIPS backbones, torch-fidelity's Inception). Files live in "
@@ -21,6 +22,17 @@ MetricsOpt = Annotated[str, typer.Option("--metrics", "-m", help="Which metrics'
 NetOpt = Annotated[str, typer.Option(help="LPIPS trunk(s), comma list of alex, vgg, squeeze, or all.")]
 DirOpt = Annotated[Optional[str], typer.Option(envvar="AECLI_WEIGHTS_DIR", help="Folder with the files (default "
                                                "$TORCH_HOME/hub/checkpoints).", rich_help_panel=PANEL_WEIGHTS)]
+
+
+def _metrics(text: str) -> list[str]:
+    """The --metrics list, refusing names `aecli evaluate` does not know."""
+    from aecli.metrics import METRICS
+
+    wanted = parse_list(text)
+    unknown = [m for m in wanted if m not in METRICS]
+    if unknown:
+        raise UsageError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+    return wanted
 
 
 def _nets(text: str) -> list[str]:
@@ -47,7 +59,7 @@ def check(
 
     from aecli.weights import check_files, export_line, remedy
 
-    wanted = parse_list(metrics)
+    wanted = _metrics(metrics)
     statuses, seen = [], set()
     for net in _nets(lpips_net):
         for status in check_files(wanted, net, weights_dir, inception_weights, lpips_weights):
@@ -81,7 +93,9 @@ def download(
     from aecli.weights import download as fetch
     from aecli.weights import export_line
 
-    wanted = parse_list(metrics)
+    if not (timeout > 0 and math.isfinite(timeout)):
+        raise UsageError(f"--timeout must be a positive number of seconds, got {timeout}")
+    wanted = _metrics(metrics)
     done = set()
     for net in _nets(lpips_net):
         for path in fetch(wanted, net, weights_dir, timeout_s=timeout):

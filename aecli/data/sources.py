@@ -37,6 +37,7 @@ from aecli.data.imageset import ImageSet, concat, select_rows
 from aecli.errors import DataError, UsageError
 
 BUILTIN_NAMES = ("digits", "shapes")
+MAX_IMAGE_SIZE = 8192  # one 3-channel image of this size is 200 MB decoded; models stop at 1024
 TORCHVISION_NAMES = ("mnist", "fashion-mnist", "cifar10", "celeba")
 DEFAULT_VAL_FRACTION = 0.1
 SPLIT_SEED = 0
@@ -145,6 +146,10 @@ def _check_options(image_size: int, channels: int, split: str, val_count: int | 
                    val_fraction: float | None, limit: int | None) -> None:
     if image_size < 1:
         raise UsageError(f"--image-size must be a positive number of pixels, got {image_size}")
+    if image_size > MAX_IMAGE_SIZE:
+        # Checked before decoding: the decoded set is allocated up front (N × C × S × S bytes).
+        raise UsageError(f"--image-size {image_size} is larger than aecli decodes ({MAX_IMAGE_SIZE} px); "
+                         "choose a smaller size")
     if channels not in (1, 3):
         raise UsageError(f"--channels must be 1 or 3, got {channels}")
     if split not in ("train", "val", "all"):

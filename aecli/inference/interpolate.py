@@ -3,6 +3,7 @@ grid PNG and optionally an animated GIF. Works on flat and spatial latents and o
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,6 +114,8 @@ def interpolate(
     if frame_ms < 1:
         raise UsageError(f"--frame-ms must be at least 1, got {frame_ms}")
     interpolate_latents(torch.zeros(1), torch.ones(1), steps, method)  # validates steps/method up front
+    if not (temperature >= 0 and math.isfinite(temperature)):
+        raise UsageError(f"--temperature must be a number >= 0, got {temperature}")
     precheck(checkpoint, "interpolate", decoder=True)
     ckpt = load_for(checkpoint, resolve_device(device), "interpolate", ema=ema, decoder=True)
     model, spec = ckpt.model, ckpt.data

@@ -23,7 +23,8 @@ from aecli.metrics import reconstruction as rec
 from aecli.metrics.classifier import ClassifierCache, ClassifierConfig, check_labelled, real_accuracy, sample_scores
 from aecli.metrics.latent_stats import DEFAULT_ACTIVE_THRESHOLD, LatentStats
 from aecli.metrics.perceptual import lpips_distance, lpips_resize_note
-from aecli.weights import check_net, require_weights, sha256_file, weights_dir, WEIGHT_FILES
+from aecli.hashing import sha256_file
+from aecli.weights import WEIGHT_FILES, check_net, require_weights, weights_dir
 
 PER_IMAGE = RECON_METRICS + ("kl",)  # reported as mean ± std over images
 LATENT_KEYS = ("active_dims", "latent_dims", "mean_abs_activation", "total_variance")

@@ -83,8 +83,12 @@ def create_model(name: str, **kwargs: Any) -> Autoencoder:
     config = make_config(name, **kwargs)
     # Count parameters on the meta device first: costs no memory, so an absurd config from a file
     # or a typo (widths=1e6) is refused instead of exhausting RAM.
-    with torch.device("meta"):
-        probe = cls(config)
+    try:
+        with torch.device("meta"):
+            probe = cls(config)
+    except (RuntimeError, OverflowError) as exc:  # torch: "Storage size calculation overflowed"
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__  # no C++ stack trace
+        raise UsageError(f"{name} config cannot be built ({first}); reduce widths/latent size") from None
     n_params = sum(p.numel() for p in probe.parameters())
     if n_params > MAX_PARAMETERS:
         raise UsageError(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from aecli.atomic import write_text
+from aecli.errors import UsageError
 from aecli.reporting.collect import HYPER_KEYS, RunSummary, config_value, swept_keys
 
 LOWER_IS_BETTER = ("loss", "recon", "kl", "l1", "mse", "lpips", "fid", "kid", "rfid")
@@ -30,6 +31,9 @@ def _sort_value(run: RunSummary, key: str) -> float | None:
 def sort_runs(runs: list[RunSummary], sort_by: str | None) -> list[RunSummary]:
     if not sort_by:
         return runs
+    if all(_sort_value(r, sort_by) is None for r in runs):
+        known = sorted({k for r in runs for k in (*r.final, *r.evaluation)})
+        raise UsageError(f"--sort-by {sort_by}: no run has that figure; choose from {', '.join(known) or 'none'}")
     descending = not any(sort_by.startswith(p) or sort_by.endswith(p) for p in LOWER_IS_BETTER)
     have = [r for r in runs if _sort_value(r, sort_by) is not None]
     missing = [r for r in runs if _sort_value(r, sort_by) is None]

@@ -95,6 +95,11 @@ class TrainConfig:
         need(self.channels in (None, 1, 3), f"--channels must be 1 or 3, got {self.channels}")
         need(self.ema == 0 or 0 < self.ema < 1, f"--ema must be a decay in (0, 1), e.g. 0.999; got {self.ema}")
         need(self.log_every >= 1, f"--log-every must be at least 1, got {self.log_every}")
+        need(self.step_size >= 1, f"--step-size must be at least 1 epoch, got {self.step_size}")
+        need(0 < self.gamma <= 1, f"--gamma must be a decay factor in (0, 1], e.g. 0.5; got {self.gamma}")
+        need(self.patience >= 0, f"--patience must be >= 0 epochs, got {self.patience}")
+        need(self.workers is None or self.workers >= 1, f"--workers must be at least 1, got {self.workers}")
+        need(self.grid_size >= 1, f"--grid-size must be at least 1, got {self.grid_size}")
         for name in ("beta", "free_bits", "lpips", "adv", "weight_decay", "grad_clip"):
             need(getattr(self, name) >= 0, f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         for name in ("kl_warmup_steps", "kl_cycles", "adv_start", "warmup_steps", "save_every_steps", "keep"):

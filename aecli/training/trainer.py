@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
 import os
 import signal
 import subprocess
@@ -314,9 +315,19 @@ class Trainer:
         if bool(flags.any()):
             step, names, bad = self._pending_checks[int(flags.nonzero()[0])]
             which = [n for n, b in zip(names, bad.cpu().tolist()) if b]
-            raise TrainingError(f"non-finite loss at step {step} in {', '.join(which)}; the last good checkpoint "
+            # 1-based, like the step counts in the logs
+            raise TrainingError(f"non-finite loss at step {step + 1} in {', '.join(which)}; the last good checkpoint "
                                 f"in {self.run_dir} is kept. Lower --lr, add --grad-clip, or use --precision fp32")
         self._pending_checks.clear()
+
+    def _check_weights_finite(self) -> None:
+        """One host sync per save (rare), never per step."""
+        with torch.no_grad():
+            finite = torch.stack([torch.isfinite(p).all() for p in self.model.parameters()])
+        if not bool(finite.all()):
+            name = [n for (n, _), ok in zip(self.model.named_parameters(), finite.tolist()) if not ok][0]
+            raise TrainingError(f"weights became non-finite by step {self.counters.step} (first: {name}); the "
+                                f"last good checkpoint in {self.run_dir} is kept. Lower --lr or add --grad-clip")
 
     # -- validation, grids, checkpoints ---------------------------------------------------------
     @torch.no_grad()
@@ -378,7 +389,12 @@ class Trainer:
                 "loss": {k: getattr(self.cfg, k) for k in ("recon", "reduction", "beta", "lpips", "free_bits")}}
 
     def _save(self, summary: dict[str, Any], best: bool, periodic: bool = False) -> None:
-        """Rank 0 writes the checkpoints and the state; every file is replaced atomically."""
+        """Rank 0 writes the checkpoints and the state; every file is replaced atomically.
+
+        Weights are checked first: an update can turn a weight non-finite while the loss that caused
+        it was still finite, and such weights must never replace the last good checkpoint.
+        """
+        self._check_weights_finite()
         self._saved_step = self.counters.step
         if not self.main:
             return
@@ -413,9 +429,9 @@ class Trainer:
                               f"params) on {len(self.train_set)} images ({self.spec.image_size}px, "
                               f"{self.spec.channels}ch), val {len(self.val_set)}; {self.device}, batch "
                               f"{cfg.batch_size}{world}; {self.total_steps} steps → {self.run_dir}")
-            if getattr(self.train_set, "skipped", None):
-                self.console.line(f"skipped {len(self.train_set.skipped)} unreadable files "
-                                  f"(first: {', '.join(self.train_set.skipped[:3])})")
+            skipped = [*getattr(self.train_set, "skipped", []), *getattr(self.val_set, "skipped", [])]
+            if skipped:
+                self.console.line(f"skipped {len(skipped)} unreadable files (first: {', '.join(skipped[:3])})")
         self.model.train()
         last_val: dict[str, float] = {}
         train_means: dict[str, float] = {}
@@ -489,6 +505,10 @@ class Trainer:
         train_means = {k: float(distributed.all_reduce_mean(torch.tensor(v, device=self.device)))
                        for k, v in train_means.items()}
         val = self._validate(c.step)
+        bad = sorted(k for k, v in val.items() if not math.isfinite(v))
+        if bad:
+            raise TrainingError(f"non-finite validation {', '.join(bad)} after step {c.step}; the last good "
+                                f"checkpoint in {self.run_dir} is kept. Lower --lr or add --grad-clip")
         monitor = val.get("loss", train_means.get("loss", 0.0))
         self.schedule.end_epoch(monitor)
         best = bool(val) and (c.best_val is None or val["loss"] < c.best_val)
