@@ -5,7 +5,7 @@
 (a) torchvision ImageFolder + PIL transforms + DataLoader + Adam, as in seeds 001/002;
 (b) `aecli.training.train` on the same files (its step-window images/s from metrics.jsonl, and the
     end-to-end wall time including the one-off decode);
-(c) the same model and Adam step on batches already in memory.
+(c) the same model and optimizer step (aecli's Adam settings) on batches already in memory.
 Each run generates its own data in a temp folder. Prints images/s and the ratios b/a and b/c.
 """
 
@@ -81,8 +81,10 @@ def seed_style(folder: Path, w: dict, steps: int, device: torch.device) -> float
 
 
 def compute_only(w: dict, steps: int, device: torch.device) -> float:
+    from aecli.training.trainer import make_optimizer
+
     model = build(w, device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = make_optimizer(model.parameters(), "adam", 1e-3, (0.9, 0.999), 0.0, device)  # the optimizer aecli uses
     lo = 0.0 if w["family"] == "mlp-ae" else -1.0
     batches = [torch.rand(w["batch"], w["channels"], w["size"], w["size"], device=device) * (1 - lo) + lo
                for _ in range(8)]
