@@ -29,6 +29,9 @@ WORKLOADS = {
     "conv": dict(family="conv-ae", model=dict(widths=(64, 128, 256), kernel_size=4, activation="mish",
                                               norm="batch", latent="spatial", init="kaiming", final_conv=True),
                  size=64, channels=3, count=1024, ext="jpg", batch=32),
+    # seed 000 D1 at full size: aecli in bf16 (GPU) against the seeds' fp32 loop; run with --device cuda
+    "resnet256": dict(family="resnet-vae", model={}, size=256, channels=3, count=512, ext="jpg", batch=8,
+                      precision="bf16"),
 }
 
 
@@ -110,7 +113,8 @@ def aecli_train(folder: Path, w: dict, steps: int, device: torch.device, out: Pa
     epochs = max(1, -(-(steps + 5) // per_epoch))
     cfg = TrainConfig(family=w["family"], model=dict(w["model"]), data=str(folder), image_size=w["size"],
                       channels=w["channels"], epochs=epochs, batch_size=w["batch"], lr=1e-3, out=str(out),
-                      log_every=max(1, steps // 4), device=str(device), grid_size=4)
+                      log_every=max(1, steps // 4), device=str(device), grid_size=4,
+                      precision=w.get("precision", "fp32") if device.type == "cuda" else "fp32")
     t0 = time.perf_counter()
     train(cfg)
     wall = time.perf_counter() - t0
@@ -122,7 +126,7 @@ def aecli_train(folder: Path, w: dict, steps: int, device: torch.device, out: Pa
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workload", choices=["small", "conv", "both"], default="both")
+    ap.add_argument("--workload", choices=["small", "conv", "both", "resnet256"], default="both")
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
@@ -134,6 +138,8 @@ def main() -> None:
     for name in names:
         w = WORKLOADS[name]
         steps = args.steps if name == "small" else max(20, args.steps // 5)
+        if w.get("precision") and device.type == "cuda":
+            print(f"[{name}] aecli runs in {w['precision']}; (a) and (c) in fp32 (the seeds' setting)")
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / "data"
             make_images(folder, w["count"], w["size"], w["channels"], w["ext"])
