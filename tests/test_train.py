@@ -256,3 +256,13 @@ def test_checkpoint_remembers_the_validation_split(tmp_path: Path) -> None:
     result = latent_map(LatentMapConfig(checkpoint=str(tmp_path / "run" / "best.safetensors"), split="val",
                                         method="pca", out=str(tmp_path / "map.png")))
     assert list(result.names) == list(held_out.names) and len(result.names) == 7
+
+
+def test_default_run_folder_names_the_slurm_array_task(monkeypatch) -> None:
+    from aecli.training.trainer import default_run_dir
+
+    monkeypatch.setenv("SLURM_JOB_ID", "991")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "990")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "3")
+    name = default_run_dir("conv-ae").name
+    assert name.startswith("conv-ae-") and name.endswith("-job990_3")

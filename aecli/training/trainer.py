@@ -64,7 +64,14 @@ class RunResult:
 
 
 def default_run_dir(family: str) -> Path:
-    return Path("runs") / f"{family}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    """runs/<family>-<time>, plus the Slurm job (and array task) id so array tasks that start in the
+    same second never share a folder."""
+    name = f"{family}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
+    if job:
+        task = os.environ.get("SLURM_ARRAY_TASK_ID")
+        name += f"-job{job}" + (f"_{task}" if task else "")
+    return Path("runs") / name
 
 
 def check_output_dir(run_dir: Path, resuming: bool) -> None:
@@ -624,6 +631,9 @@ def train(cfg: TrainConfig, resume: str | None = None) -> RunResult:
             raise UsageError(f"--resume {run_dir}: no {STATE_FILE} there; it is not a run folder to continue")
         resuming = True
     else:
+        if not cfg.out and distributed.detect().enabled:
+            raise UsageError("give --out RUN_DIR when training with several processes: each process would "
+                             "otherwise name its own timestamped folder")
         run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg.family)
     if resuming:
         saved = read_run_config(run_dir)
