@@ -110,6 +110,24 @@ def local_device(info: DistInfo, device: torch.device) -> torch.device:
     return device
 
 
+def gather_rng_states(device: torch.device) -> dict[str, torch.Tensor]:
+    """Every rank's generator states, keyed "rank{r}.torch" / "rank{r}.cuda" (rank 0's are saved
+    separately). A collective: all ranks must call it; empty outside a distributed run."""
+    if not dist.is_initialized():
+        return {}
+    comm = device if device.type == "cuda" else torch.device("cpu")  # NCCL gathers CUDA tensors only
+    states = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["cuda"] = torch.cuda.get_rng_state(device)
+    out: dict[str, torch.Tensor] = {}
+    for kind, state in states.items():
+        local = state.to(comm)
+        parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
+        dist.all_gather(parts, local)
+        out.update({f"rank{r}.{kind}": p.cpu() for r, p in enumerate(parts) if r > 0})
+    return out
+
+
 def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized():
         t = t.clone()

@@ -57,7 +57,9 @@ def _restore_optimizer(prefix: str, opt: torch.optim.Optimizer, meta: dict, tens
 
 def save_state(run_dir: Path, *, models: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
                counters: Counters, schedule: dict[str, Any], scaler: torch.amp.GradScaler | None,
-               ema: dict[str, torch.Tensor] | None) -> None:
+               ema: dict[str, torch.Tensor] | None, rank_rngs: dict[str, torch.Tensor] | None = None) -> None:
+    """``rank_rngs``: the other ranks' generator states of a distributed run ("rank1.torch", ...),
+    so every rank's VAE noise continues exactly after a resume."""
     from safetensors.torch import save_file
 
     tensors: dict[str, torch.Tensor] = {}
@@ -69,6 +71,8 @@ def save_state(run_dir: Path, *, models: dict[str, torch.nn.Module], optimizers:
             tensors[f"ema.{k}"] = v.detach().to("cpu").contiguous().clone()
     opt_meta = {name: _flatten_optimizer(f"opt_{name}", opt, tensors) for name, opt in optimizers.items()}
     tensors["rng.torch"] = torch.get_rng_state()
+    for key, value in (rank_rngs or {}).items():
+        tensors[f"rng.{key}"] = value.to("cpu")
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = s
@@ -93,6 +97,17 @@ class LoadedState:
     tensors: dict[str, torch.Tensor]
     optimizer_meta: dict[str, Any]
     python_rng: list[Any]
+
+    def restore_rank_rng(self, rank: int, device: torch.device) -> bool:
+        """Set this rank's generators from the state; False when the file has none (older files)."""
+        cpu = self.tensors.get(f"rng.rank{rank}.torch")
+        if cpu is None:
+            return False
+        torch.set_rng_state(cpu)
+        cuda = self.tensors.get(f"rng.rank{rank}.cuda")
+        if cuda is not None and device.type == "cuda":
+            torch.cuda.set_rng_state(cuda, device)
+        return True
 
     def module_state(self, name: str) -> dict[str, torch.Tensor]:
         head = f"{name}."

@@ -181,9 +181,10 @@ class Trainer:
                 self.ema = {k: v.to(self.device) for k, v in state.module_state("ema").items()}
             self.schedule.load_state(state.schedule)
             self.counters = state.counters
-        if self.dist.rank > 0:
-            # The state holds rank 0's RNG only: other ranks reseed from (seed, rank, step) so that their
-            # VAE noise differs from rank 0's, also after a resume.
+        restored = resume and self.dist.rank > 0 and state.restore_rank_rng(self.dist.rank, self.device)
+        if self.dist.rank > 0 and not restored:
+            # A fresh run (or a state without per-rank generators): other ranks seed from (seed, rank, step)
+            # so that their VAE noise differs from rank 0's.
             torch.manual_seed((cfg.seed * 1_000_003 + self.dist.rank) * 1_000_003 + self.counters.step)
         # Running sums of the epoch's losses; saved with the state so a mid-epoch resume logs exact means.
         self.epoch_sums: dict[str, torch.Tensor] = {
@@ -427,6 +428,7 @@ class Trainer:
         self._flush()
         self._check_weights_finite()
         self._saved_step = self.counters.step
+        rank_rngs = distributed.gather_rng_states(self.device)  # a collective: before rank 0 goes its own way
         if not self.main:
             return
         self.counters.extra["epoch_sums"] = {k: float(v) for k, v in self.epoch_sums.items()}
@@ -439,7 +441,8 @@ class Trainer:
                        summary, ema_state=self.ema)
             self._prune_periodic()
         save_state(self.run_dir, models=self._stateful_modules(), optimizers=self.optimizers,
-                   counters=self.counters, schedule=self.schedule.state(), scaler=self.scaler, ema=self.ema)
+                   counters=self.counters, schedule=self.schedule.state(), scaler=self.scaler, ema=self.ema,
+                   rank_rngs=rank_rngs)
 
     def _prune_periodic(self) -> None:
         if self.cfg.keep <= 0:
