@@ -143,6 +143,13 @@ REFERENCES = {  # recipe → the seed's own network, written out from its code
     "seed003_conv_ae": lambda: nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.Conv2d(16, 32, 3, 2, 1),
                                              nn.ConvTranspose2d(32, 16, 3, 2, 1, 1),
                                              nn.ConvTranspose2d(16, 3, 3, 2, 1, 1)),
+    # seed 002 §3.2: conv1, conv2 + batch2, conv3 (no padding: 31×31), linear1, linear2 and linear3 (aecli stacks
+    # the two heads in one Linear(1024, 200)), decoder_lin, ConvT + BN, ConvT + BN, ConvT.
+    "seed002_glasses_vae": lambda: nn.Sequential(
+        nn.Conv2d(3, 8, 3, 2, 1), nn.Conv2d(8, 16, 3, 2, 1), nn.BatchNorm2d(16), nn.Conv2d(16, 32, 3, 2, 0),
+        nn.Linear(31 * 31 * 32, 1024), nn.Linear(1024, 200), nn.Linear(100, 1024), nn.Linear(1024, 31 * 31 * 32),
+        nn.ConvTranspose2d(32, 16, 3, 2, 0, 1), nn.BatchNorm2d(16), nn.ConvTranspose2d(16, 8, 3, 2, 1, 1),
+        nn.BatchNorm2d(8), nn.ConvTranspose2d(8, 3, 3, 2, 1, 1)),
     "seed004_cnn_ae": lambda: nn.Sequential(nn.Conv2d(1, 16, 3, 2, 1), nn.Conv2d(16, 32, 3, 2, 1),
                                             nn.Linear(32 * 7 * 7, 64), nn.Linear(64, 32 * 7 * 7),
                                             nn.ConvTranspose2d(32, 16, 3, 2, 1, 1),

@@ -409,3 +409,77 @@ def test_seed004_gru_vae_layers() -> None:
     lin = model.decoder[0]
     assert lin.out_features == 64 * 7 * 7  # Linear → C × s/4 × s/4
     assert model.config.output_activation == "sigmoid"
+
+
+def test_seed002_glasses_vae_matches_the_notebook_layer_for_layer() -> None:
+    """Seed 002 §3.2 written out from the notebook (without .cuda()); conv-vae with unnormed=(0, 2) and
+    valid_last reproduces it: same layers, and with the notebook's weights copied in, the same mean
+    latent and the same decoded images. (The notebook reads its second head as log σ, aecli as log σ²:
+    the same Linear layer and output, a different reading.)"""
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Encoder(nn.Module):
+        def __init__(self, latent_dims=100):
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 8, 3, stride=2, padding=1)
+            self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+            self.batch2 = nn.BatchNorm2d(16)
+            self.conv3 = nn.Conv2d(16, 32, 3, stride=2, padding=0)
+            self.linear1 = nn.Linear(31 * 31 * 32, 1024)
+            self.linear2 = nn.Linear(1024, latent_dims)
+            self.linear3 = nn.Linear(1024, latent_dims)
+
+        def forward(self, x):
+            x = F.relu(self.conv1(x))
+            x = F.relu(self.batch2(self.conv2(x)))
+            x = F.relu(self.conv3(x))
+            x = F.relu(self.linear1(torch.flatten(x, start_dim=1)))
+            return self.linear2(x), torch.exp(self.linear3(x))
+
+    class Decoder(nn.Module):
+        def __init__(self, latent_dims=100):
+            super().__init__()
+            self.decoder_lin = nn.Sequential(nn.Linear(latent_dims, 1024), nn.ReLU(True),
+                                             nn.Linear(1024, 31 * 31 * 32), nn.ReLU(True))
+            self.unflatten = nn.Unflatten(dim=1, unflattened_size=(32, 31, 31))
+            self.decoder_conv = nn.Sequential(
+                nn.ConvTranspose2d(32, 16, 3, stride=2, output_padding=1), nn.BatchNorm2d(16), nn.ReLU(True),
+                nn.ConvTranspose2d(16, 8, 3, stride=2, padding=1, output_padding=1), nn.BatchNorm2d(8),
+                nn.ReLU(True), nn.ConvTranspose2d(8, 3, 3, stride=2, padding=1, output_padding=1))
+
+        def forward(self, x):
+            return torch.sigmoid(self.decoder_conv(self.unflatten(self.decoder_lin(x))))
+
+    torch.manual_seed(0)
+    enc, dec = Encoder().eval(), Decoder().eval()
+    ours = create_model("conv-vae", image_size=256, channels=3, widths=(8, 16, 32), kernel_size=3,
+                        activation="relu", norm="batch", latent="flat", fc_hidden=1024, latent_dim=100,
+                        output_activation="sigmoid", unnormed=(0, 2), valid_last=True).eval()
+    n_ref = sum(p.numel() for p in (*enc.parameters(), *dec.parameters()))
+    assert sum(p.numel() for p in ours.parameters()) == n_ref
+    with torch.no_grad():
+        convs = [m for m in ours.encoder if isinstance(m, nn.Conv2d)]
+        for mine, theirs in zip(convs, (enc.conv1, enc.conv2, enc.conv3)):
+            mine.load_state_dict(theirs.state_dict())
+        [bn] = [m for m in ours.encoder if isinstance(m, nn.BatchNorm2d)]
+        bn.load_state_dict(enc.batch2.state_dict())
+        lin1, head = [m for m in ours.to_latent if isinstance(m, nn.Linear)]
+        lin1.load_state_dict(enc.linear1.state_dict())
+        head.weight.copy_(torch.cat([enc.linear2.weight, enc.linear3.weight]))
+        head.bias.copy_(torch.cat([enc.linear2.bias, enc.linear3.bias]))
+        fro = [m for m in ours.from_latent if isinstance(m, nn.Linear)]
+        for mine, theirs in zip(fro, [m for m in dec.decoder_lin if isinstance(m, nn.Linear)]):
+            mine.load_state_dict(theirs.state_dict())
+        mine_dec = [m for m in ours.decoder if isinstance(m, (nn.ConvTranspose2d, nn.BatchNorm2d))]
+        theirs_dec = [m for m in dec.decoder_conv if isinstance(m, (nn.ConvTranspose2d, nn.BatchNorm2d))]
+        assert [type(m) for m in mine_dec] == [type(m) for m in theirs_dec]
+        for mine, theirs in zip(mine_dec, theirs_dec):
+            mine.load_state_dict(theirs.state_dict())
+        x = torch.rand(2, 3, 256, 256)
+        mu, std = enc(x)
+        post = ours.encode(x)
+        assert torch.allclose(post.mean, mu, atol=1e-5)
+        assert torch.allclose(post.logvar, torch.log(std), atol=1e-5)  # the same head output, read as log σ²
+        z = torch.randn(2, 100)
+        assert torch.allclose(ours.decode(z), dec(z), atol=1e-6)

@@ -69,16 +69,23 @@ class ConvConfig(BaseConfig):
     fc_hidden: int = 0  # flat only: a hidden Linear layer of this width between trunk and latent (0 = none)
     init: str = "default"  # kaiming: seed 001's _initialize_weights
     final_conv: bool = False  # True: decoder ends Conv2d(widths[0], channels, 3, 1, 1) (seed 001)
+    # Seed 002's glasses VAE: only its second conv is normalised (unnormed = (0, 2)), and its last conv has
+    # no padding (valid_last: 64→31, mirrored by a padding-0 ConvTranspose back to 64); kernel 3 only.
+    unnormed: tuple[int, ...] = ()  # encoder stages (0-based) without the norm layer
+    valid_last: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.widths, list):  # JSON round-trips give lists
             self.widths = tuple(self.widths)
+        if isinstance(self.unnormed, list):
+            self.unnormed = tuple(self.unnormed)
 
     def size_multiple(self) -> int:
         return 2 ** len(self.widths)
 
     def min_size(self) -> int:
-        return self.size_multiple()  # the deepest feature map is at least 1×1
+        # the deepest feature map is at least 1×1 (an unpadded last stage needs twice the side)
+        return self.size_multiple() * (2 if self.valid_last else 1)
 
     def validate(self) -> None:
         check_ints(widths=self.widths, latent_dim=self.latent_dim)
@@ -96,16 +103,22 @@ class ConvConfig(BaseConfig):
             raise UsageError(f"latent must be one of {', '.join(LATENTS)}, got {self.latent!r}")
         if self.init not in INITS:
             raise UsageError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        if not isinstance(self.unnormed, tuple) or any(
+                isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(self.widths) for i in self.unnormed):
+            raise UsageError(f"unnormed lists encoder stage indices 0…{len(self.widths) - 1}, got {self.unnormed!r}")
+        if not isinstance(self.valid_last, bool) or (self.valid_last and self.kernel_size != 3):
+            raise UsageError("valid_last is true/false and needs kernel_size 3 (seed 002's glasses VAE)")
         if self.latent == "spatial" and self.fc_hidden:
             raise UsageError("fc_hidden needs latent='flat' (a spatial latent has no fully connected layer)")
         super().validate()
 
 
-def _stage(cin: int, cout: int, cfg: ConvConfig, transpose: bool) -> nn.Conv2d | nn.ConvTranspose2d:
+def _stage(cin: int, cout: int, cfg: ConvConfig, transpose: bool, valid: bool = False) -> nn.Conv2d | nn.ConvTranspose2d:
+    pad = 0 if valid else 1  # valid: seed 002's glasses VAE, 64 → 31 → 64
     if not transpose:
-        return nn.Conv2d(cin, cout, cfg.kernel_size, 2, 1)
-    # k4 p1 doubles exactly; k3 p1 needs output_padding 1 to double (the seeds' 7→14→28).
-    return nn.ConvTranspose2d(cin, cout, cfg.kernel_size, 2, 1, output_padding=cfg.kernel_size % 2)
+        return nn.Conv2d(cin, cout, cfg.kernel_size, 2, pad)
+    # k4 p1 doubles exactly; k3 needs output_padding 1 to double (the seeds' 7→14→28, and 31→64).
+    return nn.ConvTranspose2d(cin, cout, cfg.kernel_size, 2, pad, output_padding=cfg.kernel_size % 2)
 
 
 class ConvTrunk(Autoencoder):
@@ -118,11 +131,16 @@ class ConvTrunk(Autoencoder):
         cfg = config
         w = cfg.widths
         self.feat = cfg.image_size // 2 ** len(w)  # side of the deepest feature map
+        if cfg.valid_last:  # an unpadded k3 s2 conv on an even side m gives m/2 - 1
+            self.feat = cfg.image_size // 2 ** (len(w) - 1) // 2 - 1
         spatial = cfg.latent == "spatial"
 
         enc: list[nn.Module] = []
-        for cin, cout in zip((cfg.channels, *w[:-1]), w):
-            enc += [_stage(cin, cout, cfg, False), make_norm(cfg.norm, cout), make_activation(cfg.activation)]
+        for i, (cin, cout) in enumerate(zip((cfg.channels, *w[:-1]), w)):
+            enc.append(_stage(cin, cout, cfg, False, valid=cfg.valid_last and i == len(w) - 1))
+            if i not in cfg.unnormed:
+                enc.append(make_norm(cfg.norm, cout))
+            enc.append(make_activation(cfg.activation))
         self.encoder = nn.Sequential(*enc)
 
         # Latent interface: a conv head (spatial VAE), nothing (spatial AE: the features are the code),
@@ -160,7 +178,7 @@ class ConvTrunk(Autoencoder):
             outs = (*rev[1:], cfg.channels)
         dec: list[nn.Module] = []
         for i, (cin, cout) in enumerate(zip((dec_in, *outs[:-1]), outs)):
-            dec.append(_stage(cin, cout, cfg, True))
+            dec.append(_stage(cin, cout, cfg, True, valid=cfg.valid_last and i == 0))
             if cfg.final_conv or i < len(outs) - 1:
                 dec += [make_norm(cfg.norm, cout), make_activation(cfg.activation)]
         if cfg.final_conv:
