@@ -32,9 +32,10 @@ from aecli.inference import (
     sample,
     slerp,
 )
-from aecli.inference.common import Progress, output_name, unique_output_names
+from aecli.inference.common import output_name, unique_output_names
 from aecli.inference.sample import MANIFEST, draw_eps
 from aecli.models import get_family, list_models
+from aecli.progress import Progress
 
 SIZE = 32
 FAMILIES = list_models()

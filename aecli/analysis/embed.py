@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
-import torch
 
 from aecli.data.imageset import ImageSet
-from aecli.data.loader import BatchLoader, to_model_input
 from aecli.errors import UsageError
-
-# Called after every batch with (images encoded so far, total).
-ProgressFn = Callable[[int, int], None]
 
 
 def subsample_indices(total: int, n: int | None, seed: int) -> np.ndarray:
@@ -26,30 +21,21 @@ def subsample_indices(total: int, n: int | None, seed: int) -> np.ndarray:
     return np.sort(rng.choice(total, size=n, replace=False)).astype(np.int64)
 
 
-@torch.inference_mode()
 def encode_images(model: Any, data: ImageSet, value_range: tuple[float, float], *, device: Any = "cpu",
-                  batch_size: int = 256, progress: ProgressFn | None = None) -> np.ndarray:
-    """float32 [N, *latent_shape] latents of every image, in order.
+                  batch_size: int = 256, progress: bool = False) -> np.ndarray:
+    """float32 [N, *latent_shape] latents of every image, in order, as numpy (for scikit-learn).
 
-    VAEs give the posterior mean (``mode()``): the point the encoder believes in, with no sampling
-    noise that would blur the map and the scores.
+    VAEs give the posterior mean (``mode()``, before any flow): the point the encoder believes in,
+    with no sampling noise that would blur the map and the scores.
     """
+    from aecli.inference.latents import encode_images as encode
+
     if not getattr(model, "has_encoder", True):
         raise UsageError(f"{getattr(model, 'family', 'this model')} has no encoder, so it cannot map images "
                          "to latents; use an autoencoder or VAE checkpoint")
-    if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     model.eval()
-    loader = BatchLoader(data, batch_size, shuffle=False, device=device)
-    chunks: list[np.ndarray] = []
-    done = 0
-    for x, _ in loader:
-        z = model.encode(to_model_input(x, value_range)).mode()
-        chunks.append(z.float().cpu().numpy())
-        done += len(x)
-        if progress is not None:
-            progress(done, len(data))
-    return np.concatenate(chunks)
+    return encode(model, data, value_range, batch_size=batch_size, device=device, progress=progress,
+                  posterior_mean=True).numpy()
 
 
 def flatten(latents: np.ndarray) -> np.ndarray:

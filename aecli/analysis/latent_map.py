@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from aecli.analysis.embed import ProgressFn, encode_images, flatten, subsample_indices
+from aecli.analysis.embed import encode_images, flatten, subsample_indices
 from aecli.analysis.plot import FORMATS, plot_embedding
 from aecli.analysis.project import Projection, check_method, project
 from aecli.analysis.quality import KNN_K, LatentQuality, latent_quality
@@ -126,9 +126,9 @@ def save_latents(path: str | Path, latents: np.ndarray, labels: np.ndarray, name
     write_bytes(path, save(tensors, metadata=metadata))
 
 
-def latent_map(cfg: LatentMapConfig, progress: ProgressFn | None = None,
+def latent_map(cfg: LatentMapConfig, progress: bool = False,
                log: Callable[[str], None] | None = None) -> LatentMapResult:
-    """Library entry point of `aecli tsne`. ``progress(done, total)`` follows the encoding;
+    """Library entry point of `aecli tsne`. ``progress`` shows the encoding (aecli.progress);
     ``log`` receives one-line notes (clamped perplexity, subsampling)."""
     from aecli.checkpoint.format import load_model
     from aecli.data import open_source

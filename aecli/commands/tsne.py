@@ -2,47 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-import time
 from typing import Annotated, Any, Optional
 
 import typer
 
 from aecli.commands._common import PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, handle_errors
-
-
-class _EncodeProgress:
-    """A rich bar in a terminal, shown only while encoding runs (not during loading or t-SNE);
-    otherwise a plain timestamped line every ~10 % (batch logs)."""
-
-    def __init__(self) -> None:
-        self.tty = sys.stderr.isatty()
-        self.bar: Any = None
-        self.next_line = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.tty:
-            if done / total >= self.next_line or done == total:
-                stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-                print(f"[{stamp}] encoded {done}/{total} images", file=sys.stderr, flush=True)
-                self.next_line = done / total + 0.1
-            return
-        if self.bar is None:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(TextColumn("encoding"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                console=Console(stderr=True), transient=True)
-            self.bar.start()
-            self.task = self.bar.add_task("encode", total=total)
-        self.bar.update(self.task, completed=done)
-        if done >= total:
-            self.close()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-            self.bar = None
 
 
 def _fmt(value: float | None, why: list[str]) -> str:
@@ -74,11 +38,7 @@ def tsne(
     cfg = LatentMapConfig(checkpoint=checkpoint, data=data, split=split, n=n, out=out, method=method,
                           perplexity=perplexity, seed=seed, device=device, batch_size=batch_size, ema=ema,
                           data_root=data_root, cache=cache, save_latents=save_latents, json_out=json_out)
-    progress = _EncodeProgress()
-    try:
-        result = latent_map(cfg, progress=progress, log=lambda msg: typer.echo(f"note: {msg}", err=True))
-    finally:
-        progress.close()
+    result = latent_map(cfg, progress=True, log=lambda msg: typer.echo(f"note: {msg}", err=True))
     s: dict[str, Any] = result.summary
     q = result.quality
     why = q.notes  # only quality notes: why a figure is n/a

@@ -33,17 +33,23 @@ def decoder_latent(model: Any, x: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def encode_images(model: Any, data: Any, value_range: Sequence[float], *, batch_size: int = 64,
                   device: torch.device | str = "cpu", progress: bool = False,
-                  description: str = "encoding") -> torch.Tensor:
-    """Latents of every image of an ImageSet, float32 on the CPU, shape [N, *model.latent_shape]."""
+                  description: str = "encoding", posterior_mean: bool = False) -> torch.Tensor:
+    """Latents of every image of an ImageSet, float32 on the CPU, shape [N, *model.latent_shape].
+
+    ``posterior_mean``: the encoder's own mean, before any flow (what `aecli tsne` maps); otherwise
+    the latent the decoder sees (see the module docstring).
+    """
     from aecli.data import to_model_input
-    from aecli.inference.common import Progress, batches
+    from aecli.inference.common import batches
+    from aecli.progress import Progress
 
     device = torch.device(device)
     out = torch.empty((len(data), *model.latent_shape), dtype=torch.float32)
     start = 0
     with Progress(len(data), description, enabled=progress, min_total=2048) as bar:
         for x_u8, _ in batches(data, batch_size, device):
-            z = decoder_latent(model, to_model_input(x_u8, tuple(value_range)))
+            x = to_model_input(x_u8, tuple(value_range))
+            z = model.encode(x).mode() if posterior_mean else decoder_latent(model, x)
             out[start : start + len(z)] = z.float().cpu()
             start += len(z)
             bar.advance(len(z))

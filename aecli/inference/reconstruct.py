@@ -91,10 +91,11 @@ def reconstruct(
     from aecli.devices import resolve_device
     from aecli.images import save_grid, save_png
     from aecli.inference.common import (
-        Progress, batches, checkpoint_labels, inside, labels_for, load_for, parse_class, precheck, tty,
+        batches, checkpoint_labels, inside, labels_for, load_for, parse_class, precheck, tty,
         unique_output_names,
     )
     from aecli.inference.latents import save_latents as write_latents
+    from aecli.progress import Progress
 
     if not checkpoints:
         raise UsageError("give at least one checkpoint")

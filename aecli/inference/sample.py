@@ -121,7 +121,8 @@ def sample(
     from aecli.data import open_source
     from aecli.devices import resolve_device
     from aecli.images import save_grid, save_png
-    from aecli.inference.common import Progress, load_for, parse_class, precheck, tty
+    from aecli.inference.common import load_for, parse_class, precheck, tty
+    from aecli.progress import Progress
     from aecli.inference.latents import encode_images, fit_gaussian
 
     if not (temperature >= 0 and math.isfinite(temperature)):
