@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import multiprocessing
 import os
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from aecli.data.catalog import Catalog, DecodeOptions
 from aecli.data.decode import IMAGE_EXTENSIONS, decode_task
 from aecli.errors import DataError
+from aecli.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -150,19 +150,6 @@ def _decoded(tasks: list[tuple[str, int, int]], workers: int) -> Iterator[tuple[
         yield from pool.imap(decode_task, tasks, chunksize=chunk)
 
 
-@contextlib.contextmanager
-def _progress_bar(enabled: bool, description: str, total: int) -> Iterator[Callable[[], None]]:
-    if not enabled:
-        yield lambda: None
-        return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  transient=True) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda: bar.advance(task)
-
-
 def file_fill(paths: Sequence[str], description: str):
     """The Catalog.fill for files: decode in parallel, write readable images compacted into ``out``."""
 
@@ -170,7 +157,7 @@ def file_fill(paths: Sequence[str], description: str):
         tasks = [(paths[int(i)], opts.image_size, opts.channels) for i in indices]
         kept: list[int] = []
         skipped: list[int] = []
-        with _progress_bar(opts.progress, f"Decoding {description}", len(tasks)) as advance:
+        with Progress(len(tasks), f"Decoding {description}", enabled=opts.progress) as bar:
             for i, (arr, reason) in zip(indices, _decoded(tasks, opts.workers)):
                 if arr is None:
                     log.debug("unreadable image %s: %s", paths[int(i)], reason)
@@ -178,7 +165,7 @@ def file_fill(paths: Sequence[str], description: str):
                 else:
                     out[len(kept)] = arr
                     kept.append(int(i))
-                advance()
+                bar.advance()
         return np.asarray(kept, dtype=np.int64), skipped
 
     return fill
