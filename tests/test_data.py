@@ -370,3 +370,17 @@ def test_batch_loader_on_gpu_matches_cpu():
     assert gpu.resident
     for (xc, yc), (xg, yg) in zip(cpu, gpu):
         assert xg.is_cuda and torch.equal(xc, xg.cpu()) and torch.equal(yc, yg.cpu())
+
+
+def test_open_splits_lists_the_source_once_and_matches_open_source(monkeypatch) -> None:
+    import aecli.data.sources as sources
+
+    calls = []
+    real = sources._resolve
+    monkeypatch.setattr(sources, "_resolve", lambda *a, **k: calls.append(a) or real(*a, **k))
+    train, val = sources.open_splits("shapes:40", ("train", "val"), image_size=16, channels=1, val_count=5)
+    assert len(calls) == 1
+    for split, got in (("train", train), ("val", val)):
+        alone = sources.open_source("shapes:40", image_size=16, channels=1, split=split, val_count=5)
+        assert got.names == alone.names and got.source_id == alone.source_id
+        assert torch.equal(got.tensor(), alone.tensor())

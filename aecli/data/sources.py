@@ -171,10 +171,33 @@ def open_source(
     workers: int | None = None, progress: bool = False,
 ) -> ImageSet:
     """Open ``source`` and return the ``split`` as uint8 images [N, channels, image_size, image_size]."""
+    [data] = open_splits(source, (split,), image_size=image_size, channels=channels, val_count=val_count,
+                         val_fraction=val_fraction, data_root=data_root, download=download, strict=strict,
+                         cache_dir=cache_dir, limit=limit, workers=workers, progress=progress)
+    return data
+
+
+def open_splits(
+    source: str | Sequence[str], splits: Sequence[str], *, image_size: int, channels: int,
+    val_count: int | None = None, val_fraction: float | None = None, data_root: str | None = None,
+    download: bool = False, strict: bool = False, cache_dir: str | None = None, limit: int | None = None,
+    workers: int | None = None, progress: bool = False,
+) -> list[ImageSet]:
+    """Several splits of one source (training's train and val) from a single listing: a folder of
+    many files on a parallel filesystem is walked once, not once per split."""
+    for split in splits:
+        _check_options(image_size, channels, split, val_count, val_fraction, limit)
+    resolved = _resolve(source, data_root, download)
+    return [_open_split(resolved, split, image_size=image_size, channels=channels, val_count=val_count,
+                        val_fraction=val_fraction, strict=strict, cache_dir=cache_dir, limit=limit,
+                        workers=workers, progress=progress) for split in splits]
+
+
+def _open_split(resolved: _Resolved, split: str, *, image_size: int, channels: int, val_count: int | None,
+                val_fraction: float | None, strict: bool, cache_dir: str | None, limit: int | None,
+                workers: int | None, progress: bool) -> ImageSet:
     from aecli.data.folders import default_workers
 
-    _check_options(image_size, channels, split, val_count, val_fraction, limit)
-    resolved = _resolve(source, data_root, download)
     parts = _select(resolved, split, val_count, val_fraction)
     if limit is not None:
         capped, left = [], limit

@@ -50,7 +50,7 @@ class Prepared:
 
 def prepare(cfg: Any, progress: bool) -> Prepared:
     """Open the data and resolve the model options that depend on it."""
-    from aecli.data import open_source
+    from aecli.data import open_splits
 
     natural_size, natural_channels = natural_format(cfg.data)
     kwargs = dict(cfg.model)
@@ -61,8 +61,7 @@ def prepare(cfg: Any, progress: bool) -> Prepared:
     common = dict(image_size=size, channels=channels, val_count=cfg.val_count, val_fraction=cfg.val_fraction,
                   data_root=cfg.data_root, download=cfg.download, strict=cfg.strict_data, cache_dir=cfg.cache,
                   workers=cfg.workers, progress=progress)
-    train = open_source(cfg.data, split="train", **common)
-    val = open_source(cfg.data, split="val", **common)
+    train, val = open_splits(cfg.data, ("train", "val"), **common)
     if len(train) == 0:
         raise UsageError(f"the training split of {cfg.data} is empty; lower --val-count/--val-fraction")
     num_classes = int(kwargs.get("num_classes", 0) or 0)
