@@ -131,7 +131,7 @@ def latent_map(cfg: LatentMapConfig, progress: bool = False,
     """Library entry point of `aecli tsne`. ``progress`` shows the encoding (aecli.progress);
     ``log`` receives one-line notes (clamped perplexity, subsampling)."""
     from aecli.checkpoint.format import load_model
-    from aecli.data import open_source
+    from aecli.data import open_for
     from aecli.devices import resolve_device
 
     cfg.validate()
@@ -146,9 +146,8 @@ def latent_map(cfg: LatentMapConfig, progress: bool = False,
     source = cfg.data or spec.source
     if not source:
         raise UsageError(f"{cfg.checkpoint} does not record its training data; give --data SRC")
-    data = open_source(source, image_size=spec.image_size, channels=spec.channels, split=cfg.split,
-                       data_root=cfg.data_root, cache_dir=cfg.cache, progress=sys.stderr.isatty(),
-                       **spec.split_options(source))
+    data = open_for(spec, source, split=cfg.split, data_root=cfg.data_root, cache_dir=cfg.cache,
+                    progress=sys.stderr.isatty())
     notes: list[str] = []
     total = len(data)
     indices = subsample_indices(total, cfg.n, cfg.seed)

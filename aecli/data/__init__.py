@@ -13,12 +13,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from aecli.data.imageset import ImageSet
     from aecli.data.loader import BatchLoader, to_model_input
-    from aecli.data.sources import BUILTIN_NAMES, TORCHVISION_NAMES, open_source, open_splits
+    from aecli.data.sources import BUILTIN_NAMES, TORCHVISION_NAMES, open_for, open_source, open_splits
 
 _EXPORTS = {
     "ImageSet": "aecli.data.imageset",
     "BatchLoader": "aecli.data.loader",
     "to_model_input": "aecli.data.loader",
+    "open_for": "aecli.data.sources",
     "open_source": "aecli.data.sources",
     "open_splits": "aecli.data.sources",
     "BUILTIN_NAMES": "aecli.data.sources",

@@ -26,7 +26,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -34,6 +34,7 @@ import torch
 from aecli.data.catalog import Catalog, DecodeOptions
 from aecli.data.decode import IMAGE_EXTENSIONS
 from aecli.data.imageset import ImageSet, concat, select_rows
+from aecli.data.spec import DataSpec
 from aecli.errors import DataError, UsageError
 
 BUILTIN_NAMES = ("digits", "shapes")
@@ -175,6 +176,15 @@ def open_source(
                          val_fraction=val_fraction, data_root=data_root, download=download, strict=strict,
                          cache_dir=cache_dir, limit=limit, workers=workers, progress=progress)
     return data
+
+
+def open_for(spec: DataSpec, source: str | Sequence[str], *, image_size: int | None = None,
+             **kwargs: Any) -> ImageSet:
+    """Open ``source`` the way a checkpoint expects it: its image size (unless overridden) and channels,
+    and, when ``source`` is its training data, the validation split that training held out — so
+    `--split val` in every command means the images the model never trained on."""
+    return open_source(source, image_size=image_size or spec.image_size, channels=spec.channels,
+                       **spec.split_options(source), **kwargs)
 
 
 def open_splits(

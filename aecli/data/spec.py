@@ -31,10 +31,10 @@ class DataSpec:
             kwargs["value_range"] = tuple(float(v) for v in kwargs["value_range"])
         return cls(**kwargs)
 
-    def split_options(self, source: str | None) -> dict[str, Any]:
+    def split_options(self, source: Any) -> dict[str, Any]:
         """open_source() split options for ``source``: the training run's own rule when it is the
-        training data, the defaults otherwise."""
-        if source is not None and source == self.source:
+        training data, the defaults otherwise (see aecli.data.open_for)."""
+        if isinstance(source, str) and source == self.source:
             return {"val_count": self.val_count, "val_fraction": self.val_fraction}
         return {}
 

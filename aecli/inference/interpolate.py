@@ -53,7 +53,7 @@ def _endpoints(model: Any, spec: Any, path: Any, dev: torch.device, *, from_imag
                to_image: str | None, from_index: int | None, to_index: int | None, data: str | None,
                split: str, seed: int, temperature: float, data_root: str | None) -> tuple[str, torch.Tensor, Any]:
     """(mode, latents [2, *shape], labels of the two end points or None)."""
-    from aecli.data import open_source, to_model_input
+    from aecli.data import open_for, open_source, to_model_input
     from aecli.inference.common import check_capability
     from aecli.inference.latents import decoder_latent
     from aecli.inference.sample import draw_eps
@@ -76,8 +76,7 @@ def _endpoints(model: Any, spec: Any, path: Any, dev: torch.device, *, from_imag
             raise UsageError("--from-index/--to-index need both indices and --data SRC")
         if min(from_index, to_index) < 0:
             raise UsageError("--from-index/--to-index must be >= 0")
-        full = open_source(data, image_size=spec.image_size, channels=spec.channels, split=split,
-                           limit=max(from_index, to_index) + 1, data_root=data_root, **spec.split_options(data))
+        full = open_for(spec, data, split=split, limit=max(from_index, to_index) + 1, data_root=data_root)
         if max(from_index, to_index) >= len(full):
             raise UsageError(f"index {max(from_index, to_index)} is out of range: the {split} split of {data} "
                              f"has {len(full)} images")

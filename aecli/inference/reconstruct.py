@@ -87,7 +87,7 @@ def reconstruct(
     Writes ``out/<input name>.png`` (one checkpoint) or ``out/<checkpoint>/<input name>.png`` (several),
     and ``out/comparison.png``: the first ``grid_n`` inputs in row 1, then one row per checkpoint.
     """
-    from aecli.data import open_source, to_model_input
+    from aecli.data import open_for, to_model_input
     from aecli.devices import resolve_device
     from aecli.images import save_grid, save_png
     from aecli.inference.common import (
@@ -116,14 +116,13 @@ def reconstruct(
     headers = [precheck(p, "reconstruct", encoder=True) for p in checkpoints]
     labels_out = checkpoint_labels(checkpoints)
 
-    # One decode of the inputs per distinct (size, channels) among the checkpoints.
-    sets: dict[tuple[int, int], Any] = {}
+    # One decode of the inputs per distinct (size, channels, split rule) among the checkpoints.
+    sets: dict[tuple[Any, ...], Any] = {}
     for h in headers:
-        key = (image_size or h.data.image_size, h.data.channels)
+        key = (image_size or h.data.image_size, h.data.channels, *h.data.split_options(data).values())
         if key not in sets:
-            opened = open_source(data, image_size=key[0], channels=key[1], split=split, data_root=data_root,
-                                 limit=None if random else n, progress=tty(progress),
-                                 **h.data.split_options(data))
+            opened = open_for(h.data, data, image_size=image_size, split=split, data_root=data_root,
+                              limit=None if random else n, progress=tty(progress))
             sets[key] = select_images(opened, n, random, seed)
     first = next(iter(sets.values()))
     names = list(first.names)

@@ -118,7 +118,7 @@ def sample(
 ) -> SampleResult:
     """Sample a checkpoint into ``out``: a ``.png`` path gives one grid, anything else a folder of PNGs."""
     from aecli.atomic import write_text
-    from aecli.data import open_source
+    from aecli.data import open_for
     from aecli.devices import resolve_device
     from aecli.images import save_grid, save_png
     from aecli.inference.common import load_for, parse_class, precheck, tty
@@ -150,9 +150,8 @@ def sample(
     if fit is not None:
         if fit_n < 2:
             raise UsageError(f"--fit-n must be at least 2, got {fit_n}")
-        fit_data = open_source(fit, image_size=spec.image_size, channels=spec.channels, split=fit_split,
-                               limit=fit_n, data_root=data_root, progress=tty(progress),
-                               **spec.split_options(fit))
+        fit_data = open_for(spec, fit, split=fit_split, limit=fit_n, data_root=data_root,
+                            progress=tty(progress))
         latents = encode_images(model, fit_data, spec.value_range, batch_size=batch_size, device=dev,
                                 progress=progress, description="encoding --fit data")
         gaussian = fit_gaussian(latents, fit_kind)

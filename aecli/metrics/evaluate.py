@@ -17,13 +17,14 @@ from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
+from aecli.data.spec import DataSpec
 from aecli.errors import UsageError
+from aecli.hashing import sha256_file
 from aecli.metrics import DEFAULT_METRICS, ENCODER_METRICS, GEN_METRICS, METRICS, RECON_METRICS, fidelity
 from aecli.metrics import reconstruction as rec
 from aecli.metrics.classifier import ClassifierCache, ClassifierConfig, check_labelled, real_accuracy, sample_scores
 from aecli.metrics.latent_stats import DEFAULT_ACTIVE_THRESHOLD, LatentStats
 from aecli.metrics.perceptual import lpips_distance, lpips_resize_note
-from aecli.hashing import sha256_file
 from aecli.weights import WEIGHT_FILES, check_net, require_weights, weights_dir
 
 PER_IMAGE = RECON_METRICS + ("kl",)  # reported as mean ± std over images
@@ -234,21 +235,20 @@ class Evaluator:
                 "features": list(fidelity.FEATURES)}
 
     # -- data --------------------------------------------------------------------------------------
-    def dataset(self, source: str, image_size: int, channels: int, split: str | None = None,
-                split_options: dict[str, Any] | None = None) -> Any:
-        """The evaluation set (--split, --n) or, given ``split``, that whole split (class-acc)."""
-        from aecli.data import open_source
+    def dataset(self, source: str, spec: DataSpec, split: str | None = None) -> Any:
+        """The evaluation set (--split, --n) or, given ``split``, that whole split (class-acc), opened
+        as the checkpoint expects it (aecli.data.open_for)."""
+        from aecli.data import open_for
 
         limit = self.cfg.n if split is None else None
         split = split or self.cfg.split
-        options = split_options or {}
-        key = (source, image_size, channels, split, limit, tuple(sorted(options.items())))
+        options = spec.split_options(source)
+        key = (source, spec.image_size, spec.channels, split, limit, tuple(sorted(options.items())))
         if key not in self._datasets:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                self._datasets[key] = open_source(source, image_size=image_size, channels=channels,
-                                                  split=split, limit=limit, data_root=self.cfg.data_root,
-                                                  **options)
+                self._datasets[key] = open_for(spec, source, split=split, limit=limit,
+                                               data_root=self.cfg.data_root)
             self.warnings += [str(w.message) for w in caught]
         return self._datasets[key]
 
@@ -305,7 +305,7 @@ class Evaluator:
         if not source:
             raise UsageError(f"{path} does not record its training data source; pass --data SRC")
         spec = header.data
-        ds = self.dataset(source, spec.image_size, spec.channels, split_options=spec.split_options(source))
+        ds = self.dataset(source, spec)
         loaded = load_model(path, self.device, ema=cfg.ema)
         model = loaded.model
         row = Row(name=str(path), family=header.family, n=len(ds),
@@ -344,9 +344,8 @@ class Evaluator:
         if reason:
             _class_na(row, reason)
             return
-        options = spec.split_options(source)
-        train = self.dataset(source, spec.image_size, spec.channels, split="train", split_options=options)
-        val = self.dataset(source, spec.image_size, spec.channels, split="val", split_options=options)
+        train = self.dataset(source, spec, split="train")
+        val = self.dataset(source, spec, split="val")
         check_labelled(train, "train")
         check_labelled(val, "val")
         # Label k must mean the same class to the model and to the classifier.
