@@ -33,6 +33,7 @@ class SampleResult:
     prior: str  # what was sampled from, e.g. "N(0, I) prior" or the fitted Gaussian
     rows: int = 1
     columns: int = 1
+    data_line: str = ""  # --fit: which source, split rule and N the Gaussian was fitted to
 
 
 def draw_eps(shape: Sequence[int], seed: int, indices: Sequence[int]) -> torch.Tensor:
@@ -145,13 +146,14 @@ def sample(
     class_index = parse_class(class_name, spec.class_names, model.config.num_classes if model.is_conditional else 0)
     plan = _plan(model, n, class_index, per_class, spec.class_names, nrow)
 
-    gaussian = None
+    gaussian, data_line = None, ""
     prior = "N(0, I) prior" if temperature == 1 else f"N(0, {temperature:g}² I) prior"
     if fit is not None:
         if fit_n < 2:
             raise UsageError(f"--fit-n must be at least 2, got {fit_n}")
-        fit_data = open_for(spec, fit, split=fit_split, limit=fit_n, data_root=data_root,
+        fit_data = open_for(spec, fit, checkpoint=checkpoint, split=fit_split, limit=fit_n, data_root=data_root,
                             progress=tty(progress))
+        data_line = fit_data.provenance.line(len(fit_data))
         latents = encode_images(model, fit_data, spec.value_range, batch_size=batch_size, device=dev,
                                 progress=progress, description="encoding --fit data")
         gaussian = fit_gaussian(latents, fit_kind)
@@ -168,7 +170,7 @@ def sample(
             raise UsageError(f"a grid of {plan.n} images is too large for one PNG; give a folder as --out")
         images = torch.cat([decode(range(a, min(plan.n, a + batch_size))) for a in range(0, plan.n, batch_size)])
         save_grid(images, out_path, nrow=plan.columns)
-        return SampleResult(out_path, "grid", plan.n, 1, 0, prior, plan.rows, plan.columns)
+        return SampleResult(out_path, "grid", plan.n, 1, 0, prior, plan.rows, plan.columns, data_line)
 
     settings = {"checkpoint": os.path.abspath(checkpoint), "seed": seed, "temperature": temperature,
                 "class": class_index, "per_class": per_class, "fit": None if fit is None else
@@ -189,4 +191,4 @@ def sample(
                     save_png(img, out_path / plan.names[i])
                 written += len(missing)
             bar.advance(len(idx))
-    return SampleResult(out_path, "folder", plan.n, written, skipped, prior, plan.rows, plan.columns)
+    return SampleResult(out_path, "folder", plan.n, written, skipped, prior, plan.rows, plan.columns, data_line)
