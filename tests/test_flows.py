@@ -324,3 +324,21 @@ def test_the_cli_bounds_shapes_the_same_way(tmp_path: Path) -> None:
     code, out, err = _cli("train", "conv-vae", "--data", "shapes:1000000000", *TINY, "--out", tmp_path / "r")
     assert (code, err) == (2, "Error: shapes:1000000000 is more than aecli draws (1,000,000 images); choose a "
                               "smaller N\n")
+
+
+def test_log_and_evaluate_share_no_name_with_two_definitions(world: dict, tmp_path: Path) -> None:
+    """Issue 14 point 7: the log's kl is per latent element (--reduction mean), evaluate's per image:
+    evaluate reports it as kl_per_image, and the two agree once the unit is accounted for."""
+    import csv
+
+    run = world["ckpts"]["digits"].parent
+    code, out, err = _cli("evaluate", world["ckpts"]["digits"], "--metrics", "l1,mse,psnr,kl", "--json",
+                          tmp_path / "e.json")
+    assert code == 0, out + err
+    [row] = json.loads((tmp_path / "e.json").read_text())["rows"]
+    with open(run / "metrics.csv") as fh:
+        log = [r for r in csv.DictReader(fh) if r["kind"] == "epoch" and r["split"] == "val"]
+    assert not set(row["values"]) & set(log[-1]), "a name with two definitions"
+    assert row["n"] == 180  # the same held-out images the log's val row is computed on
+    latent_elements = 8  # -m latent_dim=8, a flat latent
+    assert row["values"]["kl_per_image"] == pytest.approx(float(log[-1]["kl"]) * latent_elements, rel=0.02)
