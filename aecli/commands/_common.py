@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import functools
 import sys
+import warnings
 from typing import Any, Callable, TypeVar
 
 import typer
 
 from aecli.errors import AecliError, UsageError
+from aecli.untrusted import printable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,8 +29,14 @@ SPLIT_HELP = ("auto|val|train|all. auto: val on the checkpoint's training data (
 
 def fail(message: str, code: int) -> None:
     """Print one line to stderr and exit with ``code``: never a traceback for a user error."""
-    typer.echo(f"Error: {message}", err=True)
+    typer.echo(f"Error: {printable(message)}", err=True)
     raise typer.Exit(code=code)
+
+
+def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    """Warnings as one line, `Warning: …`, like errors: no internal path or source line in batch logs."""
+    typer.echo(f"Warning: {printable(message)}", err=True)
 
 
 def handle_errors(fn: F) -> F:
@@ -36,19 +44,25 @@ def handle_errors(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except AecliError as exc:
-            fail(str(exc), exc.exit_code)
-        except KeyboardInterrupt:
-            typer.echo("Interrupted.", err=True)
-            raise typer.Exit(code=130) from None
-        except OSError as exc:
-            # Disk full, permission denied, read-only file system: the user can fix these.
-            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-            fail(f"{exc.strerror or exc}{where}; check free space and permissions", 1)
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return _run(fn, *args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return fn(*args, **kwargs)
+    except AecliError as exc:
+        fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("Interrupted.", err=True)
+        raise typer.Exit(code=130) from None
+    except OSError as exc:
+        # Disk full, permission denied, read-only file system: the user can fix these.
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        fail(f"{exc.strerror or exc}{where}; check free space and permissions", 1)
 
 
 def parse_floats(text: str, name: str, count: int | None = None) -> list[float]:

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import math
+
 import os
 import shlex
 from dataclasses import dataclass, field
@@ -100,6 +102,8 @@ def arithmetic(
     scales = [float(s) for s in scales]
     if not scales:
         raise UsageError("--scale needs at least one value, e.g. --scale 0,0.5,1")
+    if not all(math.isfinite(s) for s in scales):  # nan/inf scales decode to garbage images
+        raise UsageError(f"--scale values must be finite numbers, got {','.join(f'{s:g}' for s in scales)}")
     if n is not None and n < 1:
         raise UsageError(f"--n must be at least 1, got {n}")
     m = _open_model(checkpoint, "arithmetic", device, ema, batch_size, class_name, data_root, progress)

@@ -115,18 +115,21 @@ def interpolate(
     from aecli.images import save_grid
     from aecli.inference.common import check_png_path, labels_for, load_for, parse_class, precheck
     from aecli.inference.latents import decode_latents, interpolate_latents
+    from aecli.inference.sample import check_grid
 
     out_path = check_png_path(out)
     if gif is not None and not str(gif).lower().endswith(".gif"):
         raise UsageError(f"--gif must be a .gif file, got {gif}")
     if frame_ms < 1:
         raise UsageError(f"--frame-ms must be at least 1, got {frame_ms}")
+    check_grid(steps, 1, f"--steps {steps}", "use fewer steps")  # the count, before building anything
     interpolate_latents(torch.zeros(1), torch.ones(1), steps, method)  # validates steps/method up front
     if not (temperature >= 0 and math.isfinite(temperature)):
         raise UsageError(f"--temperature must be a number >= 0, got {temperature}")
     precheck(checkpoint, "interpolate", decoder=True)
     ckpt = load_for(checkpoint, resolve_device(device), "interpolate", ema=ema, decoder=True)
     model, spec = ckpt.model, ckpt.data
+    check_grid(steps, spec.image_size, f"--steps {steps}", "use fewer steps")
     dev = next(model.parameters()).device
     class_index = parse_class(class_name, spec.class_names, model.config.num_classes if model.is_conditional else 0)
     mode, ends, end_labels, data_line = _endpoints(model, spec, checkpoint, dev, from_image=from_image, to_image=to_image,

@@ -100,10 +100,13 @@ def make_optimizer(params: Any, kind: str, lr: float, betas: tuple[float, float]
 
 class _StopFlag:
     """SIGTERM/SIGUSR1 (Slurm --signal=USR1@120, preemption, scancel) only set a flag: the current
-    step finishes, then state is saved and we exit with EXIT_INTERRUPTED."""
+    step finishes, then state is saved and we exit with EXIT_INTERRUPTED. Before training starts
+    (``training`` False) there is nothing to save and set-up may be blocked in a system call a flag
+    never interrupts (a stalled mount), so the signal stops the process at once."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self.training = False
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "_StopFlag":
@@ -114,6 +117,9 @@ class _StopFlag:
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.signal = signum
+        if not self.training:
+            raise Interrupted(f"stopped by {signal.Signals(signum).name} before training started; nothing "
+                              "was trained — run the same command again")
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():
@@ -452,8 +458,9 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(self, stop: "_StopFlag") -> RunResult:
-        """Train to ``cfg.epochs``. ``stop`` is installed by the caller before set-up, so a signal
-        that arrives while data loads is not lost: the first step runs, then state is saved."""
+        """Train to ``cfg.epochs``. ``stop`` is installed by the caller before set-up: a signal that
+        arrives while data loads ends the process there (nothing to save); from here on it is a flag."""
+        stop.training = True
         cfg, c = self.cfg, self.counters
         started = time.time()
         if self.main:
@@ -647,7 +654,7 @@ def train(cfg: TrainConfig, resume: str | None = None) -> RunResult:
     check_output_dir(run_dir, resuming)
     if distributed.detect().is_main and not resuming:
         write_run_config(run_dir, cfg)
-    with _StopFlag() as stop:  # installed before set-up: a signal while data loads is kept, not fatal
+    with _StopFlag() as stop:  # installed before set-up: a signal while data loads stops at once
         trainer: Trainer | None = None
         try:
             trainer = Trainer(cfg, run_dir, resume=resuming)
