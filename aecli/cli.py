@@ -121,7 +121,12 @@ def _guard_stdout() -> None:
 def main() -> None:
     """Entry point. Typer's usage errors (a value that is not a number, a missing argument) become
     one line on stderr and exit code 2, like aecli's own errors, instead of a boxed panel."""
+    import warnings
+
+    from aecli.commands._common import format_warning
+
     _guard_stdout()
+    warnings.formatwarning = format_warning
     try:
         result = app(standalone_mode=False)
     except typer.TyperException as exc:  # click's ClickException family, as vendored by typer

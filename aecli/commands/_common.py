@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import sys
-import warnings
 from typing import Any, Callable, TypeVar
 
 import typer
@@ -33,36 +32,31 @@ def fail(message: str, code: int) -> None:
     raise typer.Exit(code=code)
 
 
-def _show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
-                  file: Any = None, line: str | None = None) -> None:
-    """Warnings as one line, `Warning: …`, like errors: no internal path or source line in batch logs."""
-    typer.echo(f"Warning: {printable(message)}", err=True)
-
-
 def handle_errors(fn: F) -> F:
     """Decorate a command: AecliError → one-line message + its exit code."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with warnings.catch_warnings():
-            warnings.showwarning = _show_warning
-            return _run(fn, *args, **kwargs)
+        try:
+            return fn(*args, **kwargs)
+        except AecliError as exc:
+            fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            typer.echo("Interrupted.", err=True)
+            raise typer.Exit(code=130) from None
+        except OSError as exc:
+            # Disk full, permission denied, read-only file system: the user can fix these.
+            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+            fail(f"{exc.strerror or exc}{where}; check free space and permissions", 1)
 
     return wrapper  # type: ignore[return-value]
 
 
-def _run(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    try:
-        return fn(*args, **kwargs)
-    except AecliError as exc:
-        fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        typer.echo("Interrupted.", err=True)
-        raise typer.Exit(code=130) from None
-    except OSError as exc:
-        # Disk full, permission denied, read-only file system: the user can fix these.
-        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-        fail(f"{exc.strerror or exc}{where}; check free space and permissions", 1)
+def format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                   line: str | None = None) -> str:
+    """Warnings as one line, `Warning: …`, like errors: no internal path or source line in batch logs
+    (installed as warnings.formatwarning by the `aecli` entry point)."""
+    return f"Warning: {printable(message)}\n"
 
 
 def parse_floats(text: str, name: str, count: int | None = None) -> list[float]:
