@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from aecli.errors import UsageError
 
@@ -77,16 +77,19 @@ def _evaluations(run: Path, extra: list[Path]) -> dict[str, Any]:
     return found.get("best.safetensors") or found.get("last.safetensors") or next(iter(found.values()), {})
 
 
-def collect_runs(run_dirs: list[Path], eval_files: list[Path] | None = None) -> list[RunSummary]:
+def collect_runs(run_dirs: list[Path], eval_files: list[Path] | None = None,
+                 note: Callable[[str], None] = lambda s: None) -> list[RunSummary]:
+    """Summaries of the run folders; a path that holds no run (`report runs/*` meets other folders and
+    files) is skipped with a ``note``, and only no run at all is an error."""
     runs = []
     for run in run_dirs:
         config_path = run / "config.json"
-        if not config_path.exists():
-            raise UsageError(f"{run} is not an aecli run folder (no config.json); give folders made by `aecli train`")
-        config = json.loads(config_path.read_text(encoding="utf-8"))
         ckpt = run / "best.safetensors" if (run / "best.safetensors").exists() else run / "last.safetensors"
-        if not ckpt.exists():
-            raise UsageError(f"{run} has no checkpoint yet (best/last.safetensors); train it first")
+        if not config_path.is_file() or not ckpt.is_file():
+            why = "no config.json" if not config_path.is_file() else "no checkpoint yet (best/last.safetensors)"
+            note(f"skipped {run}: not an aecli run folder ({why})")
+            continue
+        config = json.loads(config_path.read_text(encoding="utf-8"))
         grids = run / "grids"
         images = {}
         if (run / "loss_curves.png").exists():
@@ -98,6 +101,9 @@ def collect_runs(run_dirs: list[Path], eval_files: list[Path] | None = None) -> 
         runs.append(RunSummary(name=run.name, path=run, family=config["family"], config=config,
                                architecture=_architecture(ckpt), final=_last_epoch_losses(run),
                                evaluation=_evaluations(run, eval_files or []), images=images))
+    if not runs:
+        raise UsageError(f"none of the {len(run_dirs)} given path(s) is an aecli run folder (config.json and "
+                         "best/last.safetensors); give folders made by `aecli train`")
     return runs
 
 

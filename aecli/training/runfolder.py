@@ -70,6 +70,11 @@ def _flag(key: str) -> str:
     return "--" + key.replace("_", "-")
 
 
+def _shown(value: Any) -> str:
+    """A value as it is written on the command line (widths 4,8, not (4, 8))."""
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
 def resume_dir(resume: str | None, out: str | None) -> Path | None:
     """The run folder to continue, or None for a fresh run. ``resume``: a folder, "auto" or None."""
     if resume == "auto":
@@ -127,9 +132,9 @@ def merge_resume(saved: TrainConfig, cfg: TrainConfig, given: set[str] | None, r
             for opt, value in cfg.model.items():
                 old = _model_value(saved.family, saved.model, opt)
                 if value != old and not (isinstance(old, tuple) and tuple(value) == old):
-                    changed.append(f"-m {opt}={value} (the run has {old})")
+                    changed.append(f"-m {opt}={_shown(value)} (the run has {_shown(old)})")
         elif getattr(cfg, key) != getattr(saved, key):
-            changed.append(f"{_flag(key)} {getattr(cfg, key)} (the run has {getattr(saved, key)})")
+            changed.append(f"{_flag(key)} {_shown(getattr(cfg, key))} (the run has {_shown(getattr(saved, key))})")
     if cfg.out and given is not None and "out" in given and Path(cfg.out).resolve() != run_dir.resolve():
         changed.append(f"--out {cfg.out} (the run is {run_dir})")
     if changed:
