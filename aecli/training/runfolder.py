@@ -124,8 +124,8 @@ def merge_resume(saved: TrainConfig, cfg: TrainConfig, given: set[str] | None, r
     if cfg.family != saved.family:
         raise UsageError(f"{run_dir} is a {saved.family} run; it cannot continue as {cfg.family} (drop the family "
                          f"to continue it, or start a new run with another --out)")
-    keys = {f.name for f in dataclasses.fields(TrainConfig)} - {"family", "command_line", "out"} \
-        if given is None else set(given)
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    keys = fields - {"family", "command_line", "out"} if given is None else set(given) & fields
     changed = []
     for key in sorted(keys - set(RESUMABLE) - {"out", "command_line", "family"}):
         if key == "model":
@@ -156,7 +156,7 @@ def _same_run(run_dir: Path, cfg: TrainConfig) -> bool:
     except (OSError, ValueError, UsageError):
         return False
     ignore = set(RESUMABLE) | {"command_line", "out"}
-    a, b = other.to_dict(), cfg.to_dict()
+    a, b = (json.loads(json.dumps(c.to_dict())) for c in (other, cfg))  # tuples and lists alike
     return all(a[k] == b[k] for k in a if k not in ignore)
 
 

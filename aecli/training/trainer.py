@@ -701,7 +701,7 @@ def train(cfg: TrainConfig, resume: str | None = None, given: set[str] | None = 
     if not main:  # rank 0 creates, locks and writes the run folder; every rank refuses a folder that is not its
         if not resuming and run_dir.is_dir():  # own, or rank 0 would wait for it at the rendezvous
             check_fresh_run_dir(run_dir, cfg)
-        return _run(cfg, run_dir, resuming, started)
+        return _run(cfg, run_dir, resuming, started, main=False)
     created = make_run_dir(run_dir)
     lock = FolderLock(run_dir, "train")
     try:
@@ -709,27 +709,32 @@ def train(cfg: TrainConfig, resume: str | None = None, given: set[str] | None = 
     except BaseException:
         remove_folders(created)
         raise
+
+    def unstarted() -> None:  # a fresh run that fails before its first step leaves no half-made folder
+        lock.release()
+        remove_unstarted(run_dir, created)
+
     try:
         if not resuming:
             check_fresh_run_dir(run_dir, cfg)
-        return _run(cfg, run_dir, resuming, started, created)
+        return _run(cfg, run_dir, resuming, started, main=True, unstarted=None if resuming else unstarted)
     finally:
         lock.release()
 
 
-def _run(cfg: TrainConfig, run_dir: Path, resuming: bool, started: float,
-         created: list[Path] | None = None) -> RunResult:
-    """Set up and fit. ``created``: rank 0's list of folders it made (None on other ranks)."""
+def _run(cfg: TrainConfig, run_dir: Path, resuming: bool, started: float, main: bool,
+         unstarted: Any = None) -> RunResult:
+    """Set up and fit; ``unstarted`` undoes rank 0's folder if set-up fails."""
     with _StopFlag() as stop:  # installed before set-up: a signal while data loads is kept, not fatal
         trainer: Trainer | None = None
         try:
             try:
                 trainer = Trainer(cfg, run_dir, resume=resuming, started=started)
-                if created is not None:
+                if main:
                     write_run_config(run_dir, cfg)
             except BaseException:
-                if created is not None and not resuming:
-                    remove_unstarted(run_dir, created)  # a failed start leaves no half-made run folder
+                if unstarted is not None:
+                    unstarted()
                 raise
             return trainer.fit(stop)
         finally:
