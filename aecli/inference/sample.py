@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import torch
 
 from aecli.errors import UsageError
+from aecli.locking import FolderLock
 
 MANIFEST = "aecli-sample.json"  # the settings a sample folder was made with; a rerun must match them
 MAX_GRID_IMAGES = 4096  # one PNG; a folder takes any number (written batch by batch)
@@ -142,9 +143,8 @@ def sample(
     from aecli.atomic import write_text
     from aecli.data import open_for
     from aecli.devices import resolve_device
-    from aecli.images import save_grid, save_png
+    from aecli.images import save_grid
     from aecli.inference.common import load_for, parse_class, precheck, tty
-    from aecli.progress import Progress
     from aecli.inference.latents import encode_images, fit_gaussian
 
     if not (temperature >= 0 and math.isfinite(temperature)):
@@ -199,9 +199,19 @@ def sample(
                 {"data": fit if isinstance(fit, str) else list(map(str, fit)), "kind": fit_kind, "n": fit_n,
                  "split": fit_split}, "ema": ema}
     out_path.mkdir(parents=True, exist_ok=True)
-    _check_manifest(out_path, settings)
-    _remove_stale_temp_files(out_path)
-    write_text(out_path / MANIFEST, json.dumps(settings, indent=2))
+    with FolderLock(out_path, "sample"):  # two samplers into one folder would mix their sets
+        _check_manifest(out_path, settings)
+        _remove_stale_temp_files(out_path)
+        write_text(out_path / MANIFEST, json.dumps(settings, indent=2))
+        written, skipped = _write_samples(out_path, plan, decode, batch_size, progress)
+    return SampleResult(out_path, "folder", plan.n, written, skipped, prior, plan.rows, plan.columns, data_line)
+
+
+def _write_samples(out_path: Path, plan: _Plan, decode: Any, batch_size: int, progress: bool) -> tuple[int, int]:
+    """Write the samples a folder lacks, in batches; returns (written, already there)."""
+    from aecli.images import save_png
+    from aecli.progress import Progress
+
     written = skipped = 0
     with Progress(plan.n, f"sampling into {out_path}", enabled=progress, min_total=512) as bar:
         for a in range(0, plan.n, batch_size):
@@ -213,4 +223,4 @@ def sample(
                     save_png(img, out_path / plan.name(i))
                 written += len(missing)
             bar.advance(len(idx))
-    return SampleResult(out_path, "folder", plan.n, written, skipped, prior, plan.rows, plan.columns, data_line)
+    return written, skipped
