@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Any, Callable, TypeVar
+from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 
@@ -20,6 +20,11 @@ PANEL_LOSS = "Losses"
 PANEL_OUTPUT = "Output"
 PANEL_RUNTIME = "Runtime"
 PANEL_WEIGHTS = "Pretrained weights"
+
+# Options that mean the same in every command are declared once, here.
+TileSizeOpt = Annotated[Optional[int], typer.Option(
+    "--tile-size", min=1, help="Grid tile size in pixels. Default: images of 64 px or less enlarged (nearest neighbour) "
+    "to at least 96 px, larger ones shown as they are.", rich_help_panel=PANEL_OUTPUT, show_default=False)]
 
 
 def fail(message: str, code: int) -> None:

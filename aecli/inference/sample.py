@@ -57,10 +57,12 @@ class _Plan:
     names: list[str]  # relative file names (folder output)
     rows: int
     columns: int
+    row_labels: list[str] | None = None  # class names of a --per-class grid
 
 
 def _plan(model: Any, n: int | None, class_index: int | None, per_class: int | None,
           class_names: Sequence[str], nrow: int | None) -> _Plan:
+    from aecli.images import grid_shape
     from aecli.inference.common import output_name
 
     k = model.config.num_classes if model.is_conditional else 0
@@ -77,15 +79,15 @@ def _plan(model: Any, n: int | None, class_index: int | None, per_class: int | N
         dirs = [output_name(name, "") for name in names_of]
         width = max(4, len(str(per_class - 1)))
         names = [f"{dirs[c]}/sample_{j:0{width}d}.png" for c in range(k) for j in range(per_class)]
-        return _Plan(total, labels, names, k, per_class)
+        return _Plan(total, labels, names, k, per_class, names_of)
     if n is None or n < 1:
         raise UsageError(f"--n must be at least 1, got {n}")
     labels = None
     if k:  # no class asked: cycle through the classes so every class shows up
         labels = [class_index] * n if class_index is not None else [i % k for i in range(n)]
     width = max(6, len(str(n - 1)))
-    columns = nrow or math.ceil(math.sqrt(n))
-    return _Plan(n, labels, [f"sample_{i:0{width}d}.png" for i in range(n)], math.ceil(n / columns), columns)
+    rows, columns = grid_shape(n, nrow)
+    return _Plan(n, labels, [f"sample_{i:0{width}d}.png" for i in range(n)], rows, columns)
 
 
 def _check_manifest(folder: Path, settings: dict[str, Any]) -> None:
@@ -114,7 +116,7 @@ def sample(
     temperature: float = 1.0, seed: int = 0, class_name: str | None = None, per_class: int | None = None,
     fit: str | Sequence[str] | None = None, fit_kind: str = "auto", fit_n: int = 10_000, fit_split: str = "train",
     batch_size: int = 256, device: str = "auto", nrow: int | None = None, ema: bool = False,
-    data_root: str | None = None, progress: bool = True,
+    data_root: str | None = None, progress: bool = True, tile_size: int | None = None,
 ) -> SampleResult:
     """Sample a checkpoint into ``out``: a ``.png`` path gives one grid, anything else a folder of PNGs."""
     from aecli.atomic import write_text
@@ -167,7 +169,7 @@ def sample(
         if plan.n > 4096:
             raise UsageError(f"a grid of {plan.n} images is too large for one PNG; give a folder as --out")
         images = torch.cat([decode(range(a, min(plan.n, a + batch_size))) for a in range(0, plan.n, batch_size)])
-        save_grid(images, out_path, nrow=plan.columns)
+        save_grid(images, out_path, plan.columns, row_labels=plan.row_labels, tile_size=tile_size)
         return SampleResult(out_path, "grid", plan.n, 1, 0, prior, plan.rows, plan.columns)
 
     settings = {"checkpoint": os.path.abspath(checkpoint), "seed": seed, "temperature": temperature,
