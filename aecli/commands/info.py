@@ -43,9 +43,12 @@ def info(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Show a checkpoint's family, config, data spec, training summary, size and SHA-256."""
+    from aecli.untrusted import json_safe, printable
+
     summary = checkpoint_info(checkpoint)
     if json_out:
-        typer.echo(json.dumps(summary, indent=2))
+        # Strict JSON: NaN/inf (a diverged run's losses) become null; control characters are escaped.
+        typer.echo(json.dumps(json_safe(summary), indent=2, allow_nan=False))
         return
     rows = [(key, f"{summary[key]:,}" if key in ("parameters", "file_size") else str(summary[key]))
             for key in ("family", "format_version", "parameters", "has_ema", "file_size", "sha256",
@@ -55,16 +58,22 @@ def info(
                  for key, value in summary[section].items()]
     if not stdout_is_terminal():
         # Piped or redirected: "key: value" lines, never wrapped (a SHA-256 stays on one line for grep/cut).
-        typer.echo("\n".join(f"{key}: {value}" for key, value in rows))
+        typer.echo("\n".join(f"{printable(key)}: {printable(value)}" for key, value in rows))
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=str(checkpoint), show_header=False)
+    # Everything shown comes from the file: as plain Text (no rich markup) with control characters
+    # escaped, so crafted metadata cannot move the cursor, clear the screen or set the window title.
+    def cell(value: Any) -> Text:
+        return Text(printable(value))
+
+    table = Table(title=cell(checkpoint), show_header=False)
     table.add_column("key", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
     for key, value in rows:
-        table.add_row(key, value)
+        table.add_row(cell(key), cell(value))
     Console().print(table)
 
 
