@@ -96,12 +96,14 @@ class VectorQuantizer(nn.Module):
         commitment = F.mse_loss(flat, e.detach())
         codebook_term = F.mse_loss(e, flat.detach())
         loss = self.commitment * commitment + (0.0 if self.ema else codebook_term)
-        quantized = flat + (e - flat).detach()  # straight-through: value e, gradient of z
+        # straight-through: value e, gradient of z. Without a graph, e itself: z + (e - z) is e only up
+        # to rounding, and inference should hand out the codebook's vectors exactly.
+        quantized = flat + (e - flat).detach() if flat.requires_grad else e
         counts = torch.bincount(idx, minlength=self.codebook_size).float()
         if update:
             counts = self._update(flat.detach(), idx, counts)
         return QuantizerOutput(
-            quantized=quantized.view(b, h, w, d).permute(0, 3, 1, 2).to(z.dtype),
+            quantized=quantized.view(b, h, w, d).permute(0, 3, 1, 2).contiguous().to(z.dtype),
             indices=idx.view(b, h, w), loss=loss, commitment=commitment.detach(),
             codebook_term=codebook_term.detach(), perplexity=usage_perplexity(counts).detach(),
             used=(counts > 0).float().mean(), restarted=restarted)
