@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from aecli.atomic import atomic_path
 from aecli.data.spec import DataSpec
 from aecli.errors import CheckpointError, UsageError
+from aecli.untrusted import regular_file
 
 if TYPE_CHECKING:
     import torch
@@ -120,6 +121,9 @@ def read_header(path: str | os.PathLike[str]) -> CheckpointHeader:
         raise CheckpointError(f"checkpoint {p} does not exist; check the path")
     if p.is_dir():
         raise CheckpointError(f"{p} is a folder; give a .safetensors file inside it (e.g. {p}/best.safetensors)")
+    problem = regular_file(p)
+    if problem is not None:  # a FIFO blocks open() forever; /dev/zero has no size and never ends
+        raise CheckpointError(f"checkpoint {p} is {problem}, not a regular file; give an aecli .safetensors file")
     size = p.stat().st_size
     not_st = f"{p} is not a safetensors file"
     with open(p, "rb") as fh:

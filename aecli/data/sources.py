@@ -1,9 +1,11 @@
 """open_source: any ``--data`` value → an ImageSet for one split.
 
 Resolution of a source string, in order: ``digits``, ``shapes``/``shapes:N``, a torchvision name
-(``mnist``, ``fashion-mnist``, ``cifar10``, ``celeba``), then a path: a folder holding ``*.npy`` files
-is QuickDraw, any other folder is an image folder, a file is a single image. (Write ``./digits`` for a
-folder that happens to be called like a built-in set.) A list of paths is a list of image files.
+(``mnist``, ``fashion-mnist``, ``cifar10``, ``celeba``), then a path: a folder is QuickDraw when its
+``*.npy`` files outnumber its images, else an image folder (a warning names the files of the other kind
+that are ignored; ``quickdraw:DIR`` or ``images:DIR`` chooses explicitly), a file is a single image.
+(Write ``./digits`` for a folder that happens to be called like a built-in set.) A list of paths is a
+list of image files.
 
 Splits are computed on the catalog (the sorted file listing, or the dataset's own order) before any
 decoding, so they do not depend on the cache, the workers or which files turn out unreadable:
@@ -39,6 +41,7 @@ from aecli.data.spec import DataSpec
 from aecli.errors import DataError, UsageError
 
 BUILTIN_NAMES = ("digits", "shapes")
+FOLDER_KINDS = ("quickdraw", "images")  # explicit prefixes: quickdraw:DIR, images:DIR
 MAX_IMAGE_SIZE = 8192  # one 3-channel image of this size is 200 MB decoded; models stop at 1024
 DEFAULT_VAL_FRACTION = 0.1
 # What a command's --split takes; "auto" = val of the checkpoint's training data, all of other data.
@@ -76,17 +79,46 @@ def _resolve(source: str | Sequence[str], data_root: str | None, download: bool)
     if key in torchvision_sets.NAMES:
         train, val = torchvision_sets.torchvision_catalogs(key, data_root, download)
         return _Resolved(train, val)
+    kind, colon, rest = source.partition(":")
+    if colon and kind.lower() in FOLDER_KINDS and not Path(os.path.expanduser(source)).exists():
+        folder = Path(os.path.expanduser(rest))
+        if not folder.is_dir():
+            raise DataError(f"{source}: {rest} is not a folder; give {kind}:DIR with an existing folder")
+        if kind.lower() == "quickdraw":
+            return _Resolved(quickdraw.quickdraw_catalog(folder))
+        return _Resolved(folders.folder_catalog(folder))
     path = Path(os.path.expanduser(source))
     if path.is_dir():
-        if quickdraw.npy_files(path):
-            return _Resolved(quickdraw.quickdraw_catalog(path))
-        return _Resolved(folders.folder_catalog(path))
+        return _Resolved(_folder_by_majority(path))
     if path.exists() or path.is_symlink():
         if not source.lower().endswith(IMAGE_EXTENSIONS):
             raise DataError(f"{source} is not an image file ({', '.join(IMAGE_EXTENSIONS)}) nor a folder")
         return _Resolved(folders.files_catalog([source]), explicit_files=True)
     raise DataError(f"data source {source!r} not found: give a folder of images, an image file, a folder "
                     f"of QuickDraw .npy files, or one of {', '.join(BUILTIN_NAMES + TORCHVISION_NAMES)}")
+
+
+def _folder_by_majority(path: Path) -> Catalog:
+    """A folder holding both ``.npy`` files and images is read as whichever kind it holds more of: one
+    stray ``latents.npy`` must not turn a folder of PNGs into QuickDraw data, nor a preview PNG a
+    QuickDraw folder into an image folder. The choice is said, with the prefix that overrides it."""
+    from aecli.data import folders, quickdraw
+
+    npy = quickdraw.npy_files(path)
+    if not npy:
+        return folders.folder_catalog(path)
+    images = folders.walk_images(path)
+    if not images:
+        return quickdraw.quickdraw_catalog(path)
+    if len(npy) > len(images):
+        warnings.warn(f"{path} holds {len(npy)} .npy file(s) and {len(images)} image file(s): read as QuickDraw "
+                      f"data, the images are ignored (write images:{path} to read the images instead)",
+                      DataWarning, stacklevel=4)
+        return quickdraw.quickdraw_catalog(path)
+    warnings.warn(f"{path} holds {len(images)} image file(s) and {len(npy)} .npy file(s) "
+                  f"(e.g. {npy[0].name!r}): read as an image folder, the .npy files are ignored (write "
+                  f"quickdraw:{path} to read them as QuickDraw data instead)", DataWarning, stacklevel=4)
+    return folders.folder_catalog(path, images)
 
 
 def _val_indices(n: int, val_count: int | None, val_fraction: float | None) -> np.ndarray:
@@ -137,10 +169,37 @@ def _materialize(catalog: Catalog, indices: np.ndarray, opts: DecodeOptions,
         images, index = select_rows(store.images, rows)  # a slice stays a memmap; else an index
         return ImageSet(images, catalog.labels[kept], [catalog.names[i] for i in kept],
                         catalog.class_names, index=index), skipped
+    _check_memory(len(indices), opts, catalog.description)
     out = np.empty((len(indices), opts.channels, opts.image_size, opts.image_size), dtype=np.uint8)
     kept, skipped = catalog.fill(indices, out, opts)
     images = torch.from_numpy(out[: len(kept)] if len(kept) < len(indices) else out)
     return ImageSet(images, catalog.labels[kept], [catalog.names[i] for i in kept], catalog.class_names), skipped
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still allocate (MemAvailable; None where unknown)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_memory(count: int, opts: DecodeOptions, description: str) -> None:
+    """Refuse before allocating a decoded set larger than the memory left (a MemoryError traceback, or
+    the OOM killer, otherwise). The on-disk cache is memory-mapped and exempt."""
+    need = count * opts.channels * opts.image_size ** 2
+    free = available_memory()
+    if free is not None and need > free:
+        raise DataError(f"{description}: {count:,} images of {opts.channels}×{opts.image_size}×{opts.image_size} "
+                        f"need {need / 2**30:.1f} GiB decoded, more than the {free / 2**30:.1f} GiB of memory "
+                        f"available; use fewer images, a smaller --image-size or --cache DIR (memory-mapped)")
 
 
 def _check_options(image_size: int, channels: int, split: str, val_count: int | None,
@@ -168,10 +227,13 @@ def _check_options(image_size: int, channels: int, split: str, val_count: int | 
 def open_source(
     source: str | Sequence[str], *, image_size: int, channels: int, split: str = "train",
     val_count: int | None = None, val_fraction: float | None = None, data_root: str | None = None,
-    download: bool = False, strict: bool = False, cache_dir: str | None = None, limit: int | None = None,
+    download: bool = False, strict: bool | None = None, cache_dir: str | None = None, limit: int | None = None,
     workers: int | None = None, progress: bool = False,
 ) -> ImageSet:
-    """Open ``source`` and return the ``split`` as uint8 images [N, channels, image_size, image_size]."""
+    """Open ``source`` and return the ``split`` as uint8 images [N, channels, image_size, image_size].
+
+    ``strict``: True makes unreadable files an error; False skips them with a warning that suggests
+    ``--strict-data``; None (commands without that option) skips them with a warning that does not."""
     [data] = open_splits(source, (split,), image_size=image_size, channels=channels, val_count=val_count,
                          val_fraction=val_fraction, data_root=data_root, download=download, strict=strict,
                          cache_dir=cache_dir, limit=limit, workers=workers, progress=progress)
@@ -260,7 +322,7 @@ def open_for(spec: DataSpec, source: str | Sequence[str] | None, *, checkpoint: 
 def open_splits(
     source: str | Sequence[str], splits: Sequence[str], *, image_size: int, channels: int,
     val_count: int | None = None, val_fraction: float | None = None, data_root: str | None = None,
-    download: bool = False, strict: bool = False, cache_dir: str | None = None, limit: int | None = None,
+    download: bool = False, strict: bool | None = None, cache_dir: str | None = None, limit: int | None = None,
     workers: int | None = None, progress: bool = False,
 ) -> list[ImageSet]:
     """Several splits of one source (training's train and val) from a single listing: a folder of
@@ -274,7 +336,7 @@ def open_splits(
 
 
 def _open_split(resolved: _Resolved, split: str, *, image_size: int, channels: int, val_count: int | None,
-                val_fraction: float | None, strict: bool, cache_dir: str | None, limit: int | None,
+                val_fraction: float | None, strict: bool | None, cache_dir: str | None, limit: int | None,
                 workers: int | None, progress: bool) -> ImageSet:
     from aecli.data.folders import default_workers
 
@@ -287,22 +349,23 @@ def _open_split(resolved: _Resolved, split: str, *, image_size: int, channels: i
             left -= len(capped[-1][1])
         parts = [(c, i) for c, i in capped if len(i)] or capped[:1]
     opts = DecodeOptions(image_size, channels, workers or default_workers(), progress)
-    sets, skipped_names, listed = [], [], 0
+    sets, skipped_names, listed, reasons = [], [], 0, {}
     for catalog, idx in parts:
         data, skipped = _materialize(catalog, idx, opts, cache_dir)
         sets.append(data)
         skipped_names += [catalog.names[i] for i in skipped]
+        reasons.update({catalog.names[i]: catalog.reasons[i] for i in skipped if i in catalog.reasons})
         listed += len(idx)
     description = parts[0][0].description
     if skipped_names:
-        shown = ", ".join(repr(s) for s in skipped_names[:_SHOW_SKIPPED])
+        shown = ", ".join(_named(s, reasons) for s in skipped_names[:_SHOW_SKIPPED])
         more = " …" if len(skipped_names) > _SHOW_SKIPPED else ""
         if strict:
             raise DataError(f"{len(skipped_names)} unreadable image file(s) in {description}: {shown}{more}; "
                             f"fix or remove them, or drop --strict-data to skip them")
+        hint = " (use --strict-data to make this an error)" if strict is False else ""
         warnings.warn(f"skipped {len(skipped_names)} of {listed} image file(s) in {description} that could "
-                      f"not be read: {shown}{more} (use --strict-data to make this an error)",
-                      DataWarning, stacklevel=2)
+                      f"not be read: {shown}{more}{hint}", DataWarning, stacklevel=2)
     if listed == 0:
         raise DataError(f"the {split} split of {description} is empty; lower --val-count/--val-fraction "
                         f"or use a larger dataset")
@@ -317,6 +380,12 @@ def _open_split(resolved: _Resolved, split: str, *, image_size: int, channels: i
         split="files" if resolved.explicit_files else split,
         rule=_split_rule(resolved, split, val_count, val_fraction), split_size=split_size)
     return data
+
+
+def _named(name: str, reasons: dict[str, str]) -> str:
+    """'name' (why it was skipped), as far as this run decoded it (a cache hit knows only the name)."""
+    why = reasons.get(name)
+    return repr(name) + (f" ({why})" if why else "")
 
 
 def _source_id(parts: list[tuple[Catalog, np.ndarray]], opts: DecodeOptions, split: str,
