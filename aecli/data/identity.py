@@ -22,6 +22,7 @@ SHAPES_DEFAULT_COUNT = 2048
 MAX_SHAPES = 1_000_000
 TORCHVISION_NAMES = ("mnist", "fashion-mnist", "cifar10", "celeba")
 TORCHVISION_ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "cifar-10": "cifar10"}
+FOLDER_KINDS = ("quickdraw", "images")  # explicit prefixes: quickdraw:DIR, images:DIR (aecli.data.sources)
 MAX_RECORDED_SOURCE = 4096  # characters: a path longer than PATH_MAX is not one a run trained on
 # Folders a recorded source may not name: walking them reads the whole machine or blocks on devices.
 _FORBIDDEN_ROOTS = ("/proc", "/sys", "/dev")
@@ -61,6 +62,9 @@ def source_key(source: str | Sequence[str] | None) -> str | None:
     named = named_set(source)
     if named is not None:
         return named
+    kind, colon, rest = source.partition(":")
+    if colon and kind.lower() in FOLDER_KINDS and not os.path.exists(os.path.expanduser(source)):
+        source = rest  # quickdraw:DIR / images:DIR only choose how DIR is read: it is the same folder
     return "path:" + os.path.realpath(os.path.expanduser(source))
 
 

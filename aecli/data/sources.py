@@ -35,13 +35,12 @@ import torch
 
 from aecli.data.catalog import Catalog, DecodeOptions
 from aecli.data.decode import IMAGE_EXTENSIONS
-from aecli.data.identity import TORCHVISION_NAMES, check_recorded_source, same_source, shapes_count
+from aecli.data.identity import FOLDER_KINDS, TORCHVISION_NAMES, shapes_count
 from aecli.data.imageset import ImageSet, concat, select_rows
 from aecli.data.spec import DataSpec
 from aecli.errors import DataError, UsageError
 
 BUILTIN_NAMES = ("digits", "shapes")
-FOLDER_KINDS = ("quickdraw", "images")  # explicit prefixes: quickdraw:DIR, images:DIR
 MAX_IMAGE_SIZE = 8192  # one 3-channel image of this size is 200 MB decoded; models stop at 1024
 DEFAULT_VAL_FRACTION = 0.1
 # What a command's --split takes; "auto" = val of the checkpoint's training data, all of other data.
