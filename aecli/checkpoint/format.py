@@ -208,7 +208,8 @@ def _check_data_spec(spec: DataSpec) -> None:
     if not (_is_int(spec.image_size) and spec.image_size > 0 and spec.channels in (1, 3)
             and _is_int(spec.channels) and len(lo_hi) == 2 and all(math.isfinite(v) for v in lo_hi)
             and lo_hi[0] < lo_hi[1] and isinstance(spec.class_names, list)
-            and all(isinstance(c, str) for c in spec.class_names) and isinstance(spec.source, str)):
+            and all(isinstance(c, str) for c in spec.class_names) and isinstance(spec.source, str)
+            and isinstance(spec.source_path, str)):
         raise ValueError("malformed data spec")
     # Optional since aecli 0.1 checkpoints written before them read as None (the default split).
     if spec.val_count is not None and not (_is_int(spec.val_count) and spec.val_count >= 1):

@@ -21,6 +21,9 @@ PANEL_LOSS = "Losses"
 PANEL_OUTPUT = "Output"
 PANEL_RUNTIME = "Runtime"
 PANEL_WEIGHTS = "Pretrained weights"
+# --split of every command that reads images (aecli.data.open_for): one rule, one text.
+SPLIT_HELP = ("auto|val|train|all. auto: val on the checkpoint's training data (the images training held out, "
+              "by its own rule), all on other data. Image files are always used whole.")
 
 
 def fail(message: str, code: int) -> None:

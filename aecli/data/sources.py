@@ -35,16 +35,17 @@ import torch
 
 from aecli.data.catalog import Catalog, DecodeOptions
 from aecli.data.decode import IMAGE_EXTENSIONS
+from aecli.data.identity import TORCHVISION_NAMES, check_recorded_source, same_source, shapes_count
 from aecli.data.imageset import ImageSet, concat, select_rows
 from aecli.data.spec import DataSpec
 from aecli.errors import DataError, UsageError
 
 BUILTIN_NAMES = ("digits", "shapes")
-MAX_SHAPES = 10_000_000  # shapes are drawn on demand, but their names and labels are listed up front
 FOLDER_KINDS = ("quickdraw", "images")  # explicit prefixes: quickdraw:DIR, images:DIR
 MAX_IMAGE_SIZE = 8192  # one 3-channel image of this size is 200 MB decoded; models stop at 1024
-TORCHVISION_NAMES = ("mnist", "fashion-mnist", "cifar10", "celeba")
 DEFAULT_VAL_FRACTION = 0.1
+# What a command's --split takes; "auto" = val of the checkpoint's training data, all of other data.
+SPLIT_CHOICES = ("auto", "val", "train", "all")
 SPLIT_SEED = 0
 _SHOW_SKIPPED = 5  # how many unreadable paths a warning or error names
 
@@ -71,14 +72,9 @@ def _resolve(source: str | Sequence[str], data_root: str | None, download: bool)
     key = source.strip().lower()
     if key == "digits":
         return _Resolved(builtin.digits_catalog())
-    if key == "shapes" or key.startswith("shapes:"):
-        count_text = key.partition(":")[2] or str(builtin.SHAPES_DEFAULT_COUNT)
-        if not count_text.isdigit() or int(count_text) < 1:
-            raise UsageError(f"shapes:N needs a positive image count, got {source!r}")
-        if int(count_text) > MAX_SHAPES:  # checked before listing: 10⁹ names alone would exhaust memory
-            raise UsageError(f"shapes:{count_text} is more than the {MAX_SHAPES:,} shapes aecli draws; "
-                             f"give shapes:N with N <= {MAX_SHAPES}")
-        return _Resolved(builtin.shapes_catalog(int(count_text)))
+    count = shapes_count(source)
+    if count is not None:
+        return _Resolved(builtin.shapes_catalog(count))
     key = torchvision_sets.ALIASES.get(key, key)
     if key in torchvision_sets.NAMES:
         train, val = torchvision_sets.torchvision_catalogs(key, data_root, download)
@@ -244,13 +240,83 @@ def open_source(
     return data
 
 
-def open_for(spec: DataSpec, source: str | Sequence[str], *, image_size: int | None = None,
-             **kwargs: Any) -> ImageSet:
+@dataclass
+class Provenance:
+    """Which data a command used and why: printed as one line and recorded in --json outputs."""
+
+    source: str  # as opened ("" for an explicit list of files)
+    training_source: str  # the checkpoint's recorded source ("" when unknown)
+    same_as_training: bool  # compared by resolved identity (aecli.data.identity)
+    defaulted: bool  # no --data: the checkpoint's training source
+    split: str
+    rule: str  # how the split is made, e.g. "the first 8 images in sorted order (--val-count 8)"
+    split_size: int  # images in the split before any limit or --n
+
+    def line(self, n: int) -> str:
+        if self.defaulted:
+            whose = "no --data: the checkpoint's training data"
+        elif self.same_as_training:
+            whose = "the checkpoint's training data"
+        elif self.training_source:
+            whose = f"not the checkpoint's training data, {self.training_source}"
+        else:
+            whose = "the checkpoint records no training data"
+        origin = "as training held out" if self.same_as_training else "the default rule"
+        if self.split == "files":
+            return f"data: {self.source} · the given files, whole (no split) · N = {n}"
+        of = f" of {self.split_size}" if n != self.split_size else ""
+        rule = self.rule if self.split == "all" else f"{self.rule}, {origin}"
+        return f"data: {self.source} ({whose}) · split {self.split}: {rule} · N = {n}{of}"
+
+    def to_dict(self, n: int) -> dict[str, Any]:
+        return {"source": self.source, "training_source": self.training_source,
+                "same_as_training": self.same_as_training, "defaulted": self.defaulted, "split": self.split,
+                "split_rule": self.rule, "split_size": self.split_size, "n": n}
+
+
+def _split_rule(resolved: _Resolved, split: str, val_count: int | None, val_fraction: float | None) -> str:
+    if split == "all":
+        return "every image" + (" (official train then test)" if resolved.official_val is not None else "")
+    if resolved.official_val is not None and val_count is None and val_fraction is None:
+        return f"the dataset's official {'test' if split == 'val' else 'train'} split"
+    side = "" if split == "val" else "all but "
+    if val_count is not None:
+        return f"{side}the first {val_count} images in sorted order (--val-count {val_count})"
+    if val_fraction is None:
+        return f"{side}a fixed pseudo-random {DEFAULT_VAL_FRACTION:.0%} (split seed {SPLIT_SEED})"
+    return f"{side}a fixed pseudo-random {val_fraction:.0%} (--val-fraction {val_fraction:g}, split seed {SPLIT_SEED})"
+
+
+def open_for(spec: DataSpec, source: str | Sequence[str] | None, *, checkpoint: Any = "the checkpoint",
+             image_size: int | None = None, split: str = "auto", **kwargs: Any) -> ImageSet:
     """Open ``source`` the way a checkpoint expects it: its image size (unless overridden) and channels,
-    and, when ``source`` is its training data, the validation split that training held out — so
-    `--split val` in every command means the images the model never trained on."""
-    return open_source(source, image_size=image_size or spec.image_size, channels=spec.channels,
-                       **spec.split_options(source), **kwargs)
+    and, when ``source`` is its training data (by resolved identity), the validation split that training
+    held out — so `--split val` in every command means the images the model never trained on. No
+    ``source``: the checkpoint's recorded training source, checked like any untrusted input.
+    ``split="auto"`` (every command's default): ``val`` of the training data, ``all`` of other data.
+    The result's ``provenance`` says which source, split rule and N, for the command's one-line report."""
+    if split not in SPLIT_CHOICES:
+        raise UsageError(f"--split must be one of {', '.join(SPLIT_CHOICES)}, got {split!r}")
+    defaulted = not source
+    if defaulted:
+        source = spec.default_source(checkpoint)
+    assert source is not None
+    same = spec.is_training_source(source)
+    if split == "auto":
+        split = "val" if same else "all"
+    try:
+        data = open_source(source, image_size=image_size or spec.image_size, channels=spec.channels, split=split,
+                           **spec.split_options(source), **kwargs)
+    except DataError as exc:
+        if not defaulted:
+            raise
+        raise DataError(f"{exc} (no --data: this is the training data recorded in {checkpoint}; pass --data SRC "
+                        "to use other data)") from None
+    data.provenance = Provenance(
+        source=source if isinstance(source, str) else ", ".join(map(str, source)),
+        training_source=spec.source, same_as_training=same, defaulted=defaulted,
+        split=data.provenance.split, rule=data.provenance.rule, split_size=data.provenance.split_size)
+    return data
 
 
 def open_splits(
@@ -275,6 +341,7 @@ def _open_split(resolved: _Resolved, split: str, *, image_size: int, channels: i
     from aecli.data.folders import default_workers
 
     parts = _select(resolved, split, val_count, val_fraction)
+    split_size = sum(len(i) for _, i in parts)
     if limit is not None:
         capped, left = [], limit
         for catalog, idx in parts:
@@ -308,6 +375,10 @@ def _open_split(resolved: _Resolved, split: str, *, image_size: int, channels: i
     source_id = _source_id(parts, opts, split, val_count, val_fraction, limit, resolved.explicit_files)
     data = concat(sets, source_id)
     data.source_id, data.skipped = source_id, skipped_names
+    data.provenance = Provenance(
+        source=description, training_source="", same_as_training=False, defaulted=False,
+        split="files" if resolved.explicit_files else split,
+        rule=_split_rule(resolved, split, val_count, val_fraction), split_size=split_size)
     return data
 
 

@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import torch
 
 from aecli.errors import UsageError
+from aecli.locking import FolderLock
 
 MANIFEST = "aecli-sample.json"  # the settings a sample folder was made with; a rerun must match them
 MAX_GRID_IMAGES = 4096  # one PNG; a folder takes any number (written batch by batch)
@@ -35,6 +36,7 @@ class SampleResult:
     prior: str  # what was sampled from, e.g. "N(0, I) prior" or the fitted Gaussian
     rows: int = 1
     columns: int = 1
+    data_line: str = ""  # --fit: which source, split rule and N the Gaussian was fitted to
 
 
 def check_grid(count: int, image_size: int, what: str, fix: str) -> None:
@@ -141,9 +143,8 @@ def sample(
     from aecli.atomic import write_text
     from aecli.data import open_for
     from aecli.devices import resolve_device
-    from aecli.images import save_grid, save_png
+    from aecli.images import save_grid
     from aecli.inference.common import load_for, parse_class, precheck, tty
-    from aecli.progress import Progress
     from aecli.inference.latents import encode_images, fit_gaussian
 
     if not (temperature >= 0 and math.isfinite(temperature)):
@@ -169,13 +170,14 @@ def sample(
         what = f"--per-class {per_class}" if per_class is not None else f"--n {n}"
         check_grid(plan.n, spec.image_size, what, "give a folder as --out")
 
-    gaussian = None
+    gaussian, data_line = None, ""
     prior = "N(0, I) prior" if temperature == 1 else f"N(0, {temperature:g}² I) prior"
     if fit is not None:
         if fit_n < 2:
             raise UsageError(f"--fit-n must be at least 2, got {fit_n}")
-        fit_data = open_for(spec, fit, split=fit_split, limit=fit_n, data_root=data_root,
+        fit_data = open_for(spec, fit, checkpoint=checkpoint, split=fit_split, limit=fit_n, data_root=data_root,
                             progress=tty(progress))
+        data_line = fit_data.provenance.line(len(fit_data))
         latents = encode_images(model, fit_data, spec.value_range, batch_size=batch_size, device=dev,
                                 progress=progress, description="encoding --fit data")
         gaussian = fit_gaussian(latents, fit_kind)
@@ -190,16 +192,26 @@ def sample(
     if as_grid:
         images = torch.cat([decode(range(a, min(plan.n, a + batch_size))) for a in range(0, plan.n, batch_size)])
         save_grid(images, out_path, nrow=plan.columns)
-        return SampleResult(out_path, "grid", plan.n, 1, 0, prior, plan.rows, plan.columns)
+        return SampleResult(out_path, "grid", plan.n, 1, 0, prior, plan.rows, plan.columns, data_line)
 
     settings = {"checkpoint": os.path.abspath(checkpoint), "seed": seed, "temperature": temperature,
                 "class": class_index, "per_class": per_class, "fit": None if fit is None else
                 {"data": fit if isinstance(fit, str) else list(map(str, fit)), "kind": fit_kind, "n": fit_n,
                  "split": fit_split}, "ema": ema}
     out_path.mkdir(parents=True, exist_ok=True)
-    _check_manifest(out_path, settings)
-    _remove_stale_temp_files(out_path)
-    write_text(out_path / MANIFEST, json.dumps(settings, indent=2))
+    with FolderLock(out_path, "sample"):  # two samplers into one folder would mix their sets
+        _check_manifest(out_path, settings)
+        _remove_stale_temp_files(out_path)
+        write_text(out_path / MANIFEST, json.dumps(settings, indent=2))
+        written, skipped = _write_samples(out_path, plan, decode, batch_size, progress)
+    return SampleResult(out_path, "folder", plan.n, written, skipped, prior, plan.rows, plan.columns, data_line)
+
+
+def _write_samples(out_path: Path, plan: _Plan, decode: Any, batch_size: int, progress: bool) -> tuple[int, int]:
+    """Write the samples a folder lacks, in batches; returns (written, already there)."""
+    from aecli.images import save_png
+    from aecli.progress import Progress
+
     written = skipped = 0
     with Progress(plan.n, f"sampling into {out_path}", enabled=progress, min_total=512) as bar:
         for a in range(0, plan.n, batch_size):
@@ -211,4 +223,4 @@ def sample(
                     save_png(img, out_path / plan.name(i))
                 written += len(missing)
             bar.advance(len(idx))
-    return SampleResult(out_path, "folder", plan.n, written, skipped, prior, plan.rows, plan.columns)
+    return written, skipped

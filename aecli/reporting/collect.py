@@ -6,7 +6,7 @@ import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from aecli.errors import AecliError, UsageError
 
@@ -108,20 +108,22 @@ def _read_config(path: Path) -> dict[str, Any] | None:
     return None
 
 
-def collect_runs(run_dirs: list[Path], eval_files: list[Path] | None = None) -> list[RunSummary]:
-    """One summary per run folder. A folder that is not a run refuses the report (a typo in the
-    command); a run whose config or checkpoint is damaged is left out with a warning naming the file."""
+def collect_runs(run_dirs: list[Path], eval_files: list[Path] | None = None,
+                 note: Callable[[str], None] = lambda s: None) -> list[RunSummary]:
+    """Summaries of the run folders; a path that holds no run (`report runs/*` meets other folders and
+    files) is skipped with a ``note``, a run whose config or checkpoint is damaged is left out with a
+    warning naming the file, and only no run at all is an error."""
     runs = []
     for run in run_dirs:
         config_path = run / "config.json"
-        if not config_path.exists():
-            raise UsageError(f"{run} is not an aecli run folder (no config.json); give folders made by `aecli train`")
+        ckpt = run / "best.safetensors" if (run / "best.safetensors").exists() else run / "last.safetensors"
+        if not config_path.is_file() or not ckpt.is_file():
+            why = "no config.json" if not config_path.is_file() else "no checkpoint yet (best/last.safetensors)"
+            note(f"skipped {run}: not an aecli run folder ({why})")
+            continue
         config = _read_config(config_path)
         if config is None:
             continue
-        ckpt = run / "best.safetensors" if (run / "best.safetensors").exists() else run / "last.safetensors"
-        if not ckpt.exists():
-            raise UsageError(f"{run} has no checkpoint yet (best/last.safetensors); train it first")
         try:
             architecture = _architecture(ckpt)
         except AecliError as exc:
@@ -139,8 +141,8 @@ def collect_runs(run_dirs: list[Path], eval_files: list[Path] | None = None) -> 
                                architecture=architecture, final=_last_epoch_losses(run),
                                evaluation=_evaluations(run, eval_files or []), images=images))
     if not runs:
-        raise UsageError(f"none of the {len(run_dirs)} run folder(s) could be read (see the warnings above); "
-                         "fix or leave out the damaged files")
+        raise UsageError(f"none of the {len(run_dirs)} given path(s) is a readable aecli run folder (config.json "
+                         "and best/last.safetensors; see the notes above); give folders made by `aecli train`")
     return runs
 
 
