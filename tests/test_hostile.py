@@ -31,6 +31,7 @@ from test_bad_input import cli
 from aecli.checkpoint import save_model
 from aecli.data import open_source
 from aecli.data.decode import MAX_ASPECT_RATIO, decode_task
+from aecli.data.identity import check_recorded_source, source_key
 from aecli.data.spec import DataSpec
 from aecli.errors import DataError
 from aecli.inference.sample import _plan
@@ -368,6 +369,12 @@ def test_source_kind_is_decided_by_majority_and_said(tmp_path: Path) -> None:
         got = open_source(str(draw), image_size=28, channels=1, split="all")
     assert len(got) == 6 and got.class_names == ["cat", "dog"]
     assert len(open_source(f"images:{draw}", image_size=8, channels=1, split="all")) == 1  # explicit kind
+    # The prefix names the same folder (same split identity) and passes the checks of recorded sources.
+    assert source_key(f"images:{draw}") == source_key(str(draw)) == f"path:{os.path.realpath(draw)}"
+    with pytest.raises(DataError) as err:
+        check_recorded_source("quickdraw:/proc", "c.safetensors")
+    assert str(err.value) == ("c.safetensors records 'quickdraw:/proc' as its training data, a system folder aecli "
+                              "will not read by default; pass --data SRC")
     # An empty .npy read as QuickDraw (explicitly, or alone in its folder): exit 2 naming it, not "Aborted."
     only_npy = tmp_path / "only"
     only_npy.mkdir()
