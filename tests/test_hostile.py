@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import re
 import signal
 import subprocess
@@ -233,9 +234,9 @@ def test_stop_signal_ends_a_process_blocked_before_training(tmp_path: Path) -> N
 # -- 13: absurd sizes are refused before anything is allocated --------------------------------------------
 @pytest.mark.parametrize("args, message", [
     (["train", "conv-ae", "--data", "shapes:1000000000", "--image-size", "16", "--out", "{tmp}/run"],
-     "Error: shapes:1000000000 is more than aecli draws (1,000,000 images); choose a smaller N"),
+     "Error: shapes:1000000000 is more than the 1,000,000 shapes aecli draws; give shapes:N with N <= 1000000"),
     (["tsne", "{ckpt}", "--data", "shapes:1000000000", "--out", "{tmp}/t.png"],
-     "Error: shapes:1000000000 is more than aecli draws (1,000,000 images); choose a smaller N"),
+     "Error: shapes:1000000000 is more than the 1,000,000 shapes aecli draws; give shapes:N with N <= 1000000"),
     (["sample", "{ckpt}", "--n", "1000000000", "--out", "{tmp}/s.png", "--device", "cpu"],
      "Error: --n 1000000000 gives a grid of 1000000000 images of 16 px, more than one PNG holds (at most 4096 at "
      "this size); give a folder as --out"),
@@ -303,7 +304,7 @@ def test_report_leaves_out_damaged_runs_with_a_warning(tmp_path: Path) -> None:
     for name, config in damaged.items():  # each with a good checkpoint: only the config is damaged
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(config)
-        (tmp_path / name / "last.safetensors").write_bytes((good / "last.safetensors").read_bytes())
+        shutil.copy(good / "best.safetensors", tmp_path / name / "best.safetensors")  # a run, damaged config
     with pytest.warns(UserWarning) as caught:
         code, text = cli("report", good, *(tmp_path / n for n in damaged), "--out", tmp_path / "r.md")
     assert code == 0 and text == f"wrote {tmp_path / 'r.md'} (1 runs)", text

@@ -191,7 +191,8 @@ def latent_map(cfg: LatentMapConfig, progress: bool = False,
         say(note)
 
     figure, table = Path(cfg.out), cfg.csv_path
-    plot_embedding(proj.coords, labels, class_names, figure, _title(cfg, family, source, provenance.split, len(labels), proj))
+    plot_embedding(proj.coords, labels, class_names, figure,
+                   _title(cfg, family, source, provenance.split, len(labels), proj), axis_labels=proj.axis_labels())
     write_table(table, indices, data.names, labels, class_names, proj.coords)
     if cfg.save_latents:
         save_latents(cfg.save_latents, raw, labels, data.names, indices, class_names, cfg.checkpoint, source)
@@ -200,7 +201,8 @@ def latent_map(cfg: LatentMapConfig, progress: bool = False,
         "provenance": provenance.to_dict(len(labels)),
         "images": len(labels), "images_in_split": total, "latent_shape": list(raw.shape[1:]),
         "latent_dim": int(flat.shape[1]), "method": proj.method, "perplexity": proj.perplexity,
-        "pca_dims": proj.pca_dims, "seed": cfg.seed, "device": str(device), "ema": cfg.ema,
+        "pca_dims": proj.pca_dims, "explained_variance": list(proj.explained) if proj.explained else None,
+        "seed": cfg.seed, "device": str(device), "ema": cfg.ema,
         **quality.to_dict(), "notes": notes,
         "outputs": {"figure": str(figure), "table": str(table), "latents": cfg.save_latents},
     }

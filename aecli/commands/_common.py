@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Any, Callable, TypeVar
+from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 
@@ -24,6 +24,11 @@ PANEL_WEIGHTS = "Pretrained weights"
 # --split of every command that reads images (aecli.data.open_for): one rule, one text.
 SPLIT_HELP = ("auto|val|train|all. auto: val on the checkpoint's training data (the images training held out, "
               "by its own rule), all on other data. Image files are always used whole.")
+
+# Options that mean the same in every command are declared once, here.
+TileSizeOpt = Annotated[Optional[int], typer.Option(
+    "--tile-size", min=1, help="Grid tile size in pixels. Default: images of 64 px or less enlarged (nearest neighbour) "
+    "to at least 96 px, larger ones shown as they are.", rich_help_panel=PANEL_OUTPUT, show_default=False)]
 
 
 def fail(message: str, code: int) -> None:

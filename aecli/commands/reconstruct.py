@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from aecli.commands._common import PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, SPLIT_HELP, handle_errors
+from aecli.commands._common import PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, SPLIT_HELP, TileSizeOpt, handle_errors
 
 
 @handle_errors
@@ -26,6 +26,7 @@ def reconstruct(
     grid_n: Annotated[int, typer.Option(help="Inputs shown in comparison.png.", rich_help_panel=PANEL_OUTPUT)] = 16,
     batch_size: Annotated[int, typer.Option(help="Images per batch.", rich_help_panel=PANEL_RUNTIME)] = 64,
     device: Annotated[str, typer.Option(envvar="AECLI_DEVICE", help="auto|cpu|cuda|cuda:N.", rich_help_panel=PANEL_RUNTIME)] = "auto",
+    tile_size: TileSizeOpt = None,
     ema: Annotated[bool, typer.Option("--ema", help="Use the checkpoints' EMA weights.", rich_help_panel=PANEL_RUNTIME)] = False,
 ) -> None:
     """Reconstruct images with one or more checkpoints; comparison grid of inputs vs. each checkpoint.
@@ -37,7 +38,7 @@ def reconstruct(
     source = None if not data else data[0] if len(data) == 1 else data
     result = run(checkpoints, source, out, n=n, random=random, seed=seed,
                  split=split, batch_size=batch_size, device=device, save_latents=save_latents,
-                 image_size=image_size, class_name=class_name, ema=ema, grid_n=grid_n, data_root=data_root)
+                 image_size=image_size, class_name=class_name, ema=ema, grid_n=grid_n, data_root=data_root, tile_size=tile_size)
     typer.echo(result.data_line, err=True)
     for label, files in result.files.items():
         typer.echo(f"{label}: {len(files)} reconstructions, mean PSNR {result.psnr[label]:.2f} dB "

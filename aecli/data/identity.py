@@ -37,7 +37,8 @@ def shapes_count(source: str) -> int | None:
     if not text.isdigit() or int(text) < 1:
         raise UsageError(f"shapes:N needs a positive image count, got {source!r}")
     if int(text) > MAX_SHAPES:
-        raise UsageError(f"shapes:{text} is more than aecli draws ({MAX_SHAPES:,} images); choose a smaller N")
+        raise UsageError(f"shapes:{text} is more than the {MAX_SHAPES:,} shapes aecli draws; "
+                         f"give shapes:N with N <= {MAX_SHAPES}")
     return int(text)
 
 

@@ -80,14 +80,15 @@ def reconstruct(
     n: int | None = None, random: bool = False, seed: int = 0, split: str = "auto", batch_size: int = 64,
     device: str = "auto", save_latents: str | os.PathLike[str] | None = None, image_size: int | None = None,
     class_name: str | None = None, ema: bool = False, grid_n: int = 16, data_root: str | None = None,
-    progress: bool = True,
+    progress: bool = True, tile_size: int | None = None,
 ) -> ReconstructResult:
     """Reconstruct images from ``data`` (folder, files, dataset name; None: the checkpoints' training
     source) with every checkpoint. ``split`` of a source is made as training made it when the source is
     the checkpoint's training data (aecli.data.open_for).
 
     Writes ``out/<input name>.png`` (one checkpoint) or ``out/<checkpoint>/<input name>.png`` (several),
-    and ``out/comparison.png``: the first ``grid_n`` inputs in row 1, then one row per checkpoint.
+    and ``out/comparison.png``: the first ``grid_n`` inputs in row 1 ("ground truth"), then one row per
+    checkpoint, labelled with its name; tiles shown ``tile_size`` px (see aecli.images.tile_size_for).
     """
     from aecli.data import open_for, to_model_input
     from aecli.data.identity import source_key
@@ -195,7 +196,8 @@ def reconstruct(
             meta_ckpts.append({"label": label, "path": str(path), "family": header.family,
                                "latent_shape": list(model.latent_shape)})
             del ckpt, model
-    save_grid(_grid_rows(grid_rows), result.comparison, nrow=shown)
+    save_grid(_grid_rows(grid_rows), result.comparison, shown, row_labels=["ground truth", *labels_out],
+              tile_size=tile_size)
     if save_latents is not None:
         latent_tensors["labels"] = first.labels.clone()
         result.latents = write_latents(save_latents, latent_tensors, names, {

@@ -430,17 +430,22 @@ class Trainer:
             x = to_model_input(x_u8, self.spec.value_range)
             recon = model(x, labels if model.is_conditional else None).recon
             both = torch.cat([self.spec.to_unit_range(x), self.spec.to_unit_range(recon.float())])
-            written.append(save_grid(both, grids / f"recon_e{epoch + 1:03d}.png", nrow=len(idx)))
+            written.append(save_grid(both, grids / f"recon_e{epoch + 1:03d}.png", len(idx),
+                                     row_labels=["input", "reconstruction"],
+                                     title=f"epoch {epoch + 1}: fixed validation images"))
         if model.has_prior:
             gen = torch.Generator().manual_seed(1234)  # fixed draws: grids are comparable across epochs
+            rows = None
             if model.is_conditional:
                 k = min(len(self.spec.class_names), 10)
                 labels = torch.arange(k).repeat_interleave(n).to(self.device)
                 imgs = model.sample(k * n, labels=labels, generator=gen)
+                rows = [str(name) for name in self.spec.class_names[:k]]
             else:
                 imgs = model.sample(n * n if n <= 8 else n, generator=gen)
             written.append(save_grid(self.spec.to_unit_range(imgs.float()), grids / f"samples_e{epoch + 1:03d}.png",
-                                     nrow=n))
+                                     n, row_labels=rows, title=f"epoch {epoch + 1}: fixed prior draws"
+                                     + (", one row per class" if rows else "")))
         model.train()
         return written
 
