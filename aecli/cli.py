@@ -49,7 +49,7 @@ for _name in COMMANDS:
 
 
 # Commands whose result is what they print: with standard output closed they would do nothing useful.
-PRINTS_RESULT = ("models", "info", "weights")
+PRINTS_RESULT = ("models", "info", "weights list", "weights check")
 
 
 class _StdoutGuard(io.RawIOBase):
@@ -92,7 +92,9 @@ def _point_at_devnull() -> None:
 
 
 def _command_name(argv: list[str]) -> str:
-    return next((a for a in argv if not a.startswith("-")), "")
+    """The command (and sub-command) being run: the first words that are not options."""
+    words = [a for a in argv if not a.startswith("-")][:2]
+    return " ".join(words) if words[:1] == ["weights"] else " ".join(words[:1])
 
 
 def _guard_stdout() -> None:
