@@ -277,8 +277,10 @@ def test_recipe_trains_one_step(path: Path, tmp_path: Path, alexnet_file: Path, 
         assert "recon" in epoch
     if recipe.get("lpips", 0) > 0:
         assert epoch["lpips"] > 0
-    if family.endswith("vae"):
+    if family.endswith("vae") and not family.startswith("vq"):
         assert "kl" in epoch
+    if family.startswith("vq"):
+        assert epoch["vq_perplexity"] >= 1 and 0 < epoch["vq_used"] <= 1
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     for key in ("recon", "reduction", "beta", "lr", "lr_d", "weight_decay", "scheduler", "free_bits",
                 "kl_warmup_steps", "lpips", "optimizer"):
