@@ -23,6 +23,7 @@ TINY: dict[str, dict[str, Any]] = {
     "resnet-ae": dict(_RESNET),
     "resnet-vae": dict(_RESNET),
     "resnet-attn-ae": {**_RESNET, "heads": 2},
+    "ldm-kl": {"block_out_channels": (8, 16), "layers_per_block": 1, "latent_channels": 2, "norm_num_groups": 4},
 }
 
 
