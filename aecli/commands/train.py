@@ -141,6 +141,7 @@ def train(
     weights_dir: Annotated[Optional[str], typer.Option(envvar="AECLI_WEIGHTS_DIR", help="Pretrained weights folder (default $TORCH_HOME/hub/checkpoints).", rich_help_panel=PANEL_LOSS)] = None,
     adv: Annotated[float, typer.Option(help="Adversarial PatchGAN loss weight.", rich_help_panel=PANEL_LOSS)] = 0.0,
     adv_start: Annotated[int, typer.Option(help="Step at which the adversarial term starts.", rich_help_panel=PANEL_LOSS)] = 0,
+    objective: Annotated[str, typer.Option(help="default, or ldm: the LDM/taming objective (recon/exp(logvar)+logvar with a learned logvar, --beta KL, --lpips, adaptive --adv weight).", rich_help_panel=PANEL_LOSS)] = "default",
     epochs: Annotated[int, typer.Option(help="Epochs to train (on resume: the new total).", rich_help_panel=PANEL_TRAIN)] = 10,
     batch_size: Annotated[int, typer.Option(help="Batch size per process.", rich_help_panel=PANEL_TRAIN)] = 64,
     lr: Annotated[float, typer.Option(help="Learning rate (gan: the generator's).", rich_help_panel=PANEL_TRAIN)] = 1e-3,
