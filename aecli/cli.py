@@ -11,7 +11,10 @@ import typer
 import aecli
 
 # Order here is the order in `aecli --help`.
-COMMANDS = ["models", "info", "train", "reconstruct", "sample", "interpolate", "arithmetic", "tsne", "evaluate", "weights", "report"]
+COMMANDS = ["models", "info", "train", "reconstruct", "sample", "interpolate", "arithmetic", "tsne", "evaluate", "weights", "report",
+            "import", "export"]
+# Modules whose name differs from their command's (``import`` is a Python keyword).
+_MODULES = {"import": "import_"}
 
 app = typer.Typer(
     name="aecli",
@@ -41,7 +44,7 @@ def _root(
 
 
 for _name in COMMANDS:
-    importlib.import_module(f"aecli.commands.{_name}").register(app)
+    importlib.import_module(f"aecli.commands.{_MODULES.get(_name, _name)}").register(app)
 
 
 def main() -> None:
