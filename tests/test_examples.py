@@ -28,7 +28,7 @@ SCRIPTS = sorted(EXAMPLES.glob("*.sh"))
 SEED000 = ["A1", "A2", "A3", "A4", "B1", "B2.1", "B2.2", "B2.3", "B2.4", "C1", "C2", "C3", "C4", "C5",
            "D1", "D2", "D3"]
 WIDTH_KEYS = ("widths", "base_channels", "hidden", "g_hidden", "d_hidden", "fc_hidden", "latent_dim",
-              "decoder_channels")
+              "decoder_channels", "block_out_channels", "norm_num_groups")
 
 
 def load(path: Path) -> dict[str, Any]:
