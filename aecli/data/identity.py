@@ -22,8 +22,8 @@ SHAPES_DEFAULT_COUNT = 2048
 MAX_SHAPES = 1_000_000
 TORCHVISION_NAMES = ("mnist", "fashion-mnist", "cifar10", "celeba")
 TORCHVISION_ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "cifar-10": "cifar10"}
-FOLDER_KINDS = ("quickdraw", "images")  # explicit prefixes: quickdraw:DIR, images:DIR (aecli.data.sources)
 MAX_RECORDED_SOURCE = 4096  # characters: a path longer than PATH_MAX is not one a run trained on
+FOLDER_KINDS = ("quickdraw", "images")  # quickdraw:DIR, images:DIR choose how a folder is read
 # Folders a recorded source may not name: walking them reads the whole machine or blocks on devices.
 _FORBIDDEN_ROOTS = ("/proc", "/sys", "/dev")
 
@@ -54,6 +54,15 @@ def named_set(source: str) -> str | None:
     return key if key in TORCHVISION_NAMES else None
 
 
+def folder_kind(source: str) -> tuple[str, str] | None:
+    """(kind, folder) of ``quickdraw:DIR``/``images:DIR``; None for anything else (also for a path that
+    really is called ``images:x``)."""
+    kind, colon, rest = source.partition(":")
+    if colon and kind.lower() in FOLDER_KINDS and not os.path.exists(os.path.expanduser(source)):
+        return kind.lower(), rest
+    return None
+
+
 def source_key(source: str | Sequence[str] | None) -> str | None:
     """Identity of a ``--data`` value: ``digits``, ``shapes:2048``, ``mnist``, ``path:/real/path``.
     None for no source and for an explicit list of files (those are used whole, never split)."""
@@ -62,10 +71,9 @@ def source_key(source: str | Sequence[str] | None) -> str | None:
     named = named_set(source)
     if named is not None:
         return named
-    kind, colon, rest = source.partition(":")
-    if colon and kind.lower() in FOLDER_KINDS and not os.path.exists(os.path.expanduser(source)):
-        source = rest  # quickdraw:DIR / images:DIR only choose how DIR is read: it is the same folder
-    return "path:" + os.path.realpath(os.path.expanduser(source))
+    explicit = folder_kind(source)
+    path = explicit[1] if explicit else source
+    return "path:" + os.path.realpath(os.path.expanduser(path))
 
 
 def resolved_path(source: str) -> str:

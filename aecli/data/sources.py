@@ -35,7 +35,7 @@ import torch
 
 from aecli.data.catalog import Catalog, DecodeOptions
 from aecli.data.decode import IMAGE_EXTENSIONS
-from aecli.data.identity import FOLDER_KINDS, TORCHVISION_NAMES, shapes_count
+from aecli.data.identity import TORCHVISION_NAMES, check_recorded_source, folder_kind, same_source, shapes_count
 from aecli.data.imageset import ImageSet, concat, select_rows
 from aecli.data.spec import DataSpec
 from aecli.errors import DataError, UsageError
@@ -78,12 +78,13 @@ def _resolve(source: str | Sequence[str], data_root: str | None, download: bool)
     if key in torchvision_sets.NAMES:
         train, val = torchvision_sets.torchvision_catalogs(key, data_root, download)
         return _Resolved(train, val)
-    kind, colon, rest = source.partition(":")
-    if colon and kind.lower() in FOLDER_KINDS and not Path(os.path.expanduser(source)).exists():
+    explicit = folder_kind(source)
+    if explicit is not None:
+        kind, rest = explicit
         folder = Path(os.path.expanduser(rest))
         if not folder.is_dir():
             raise DataError(f"{source}: {rest} is not a folder; give {kind}:DIR with an existing folder")
-        if kind.lower() == "quickdraw":
+        if kind == "quickdraw":
             return _Resolved(quickdraw.quickdraw_catalog(folder))
         return _Resolved(folders.folder_catalog(folder))
     path = Path(os.path.expanduser(source))
