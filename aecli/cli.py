@@ -15,7 +15,10 @@ import typer
 import aecli
 
 # Order here is the order in `aecli --help`.
-COMMANDS = ["models", "info", "train", "reconstruct", "sample", "interpolate", "arithmetic", "tsne", "evaluate", "weights", "report"]
+COMMANDS = ["models", "info", "train", "reconstruct", "sample", "interpolate", "arithmetic", "tsne", "evaluate", "weights", "report",
+            "import", "export"]
+# Modules whose name differs from their command's (``import`` is a Python keyword).
+_MODULES = {"import": "import_"}
 
 app = typer.Typer(
     name="aecli",
@@ -45,7 +48,7 @@ def _root(
 
 
 for _name in COMMANDS:
-    importlib.import_module(f"aecli.commands.{_name}").register(app)
+    importlib.import_module(f"aecli.commands.{_MODULES.get(_name, _name)}").register(app)
 
 
 # Commands whose result is what they print: with standard output closed they would do nothing useful.

@@ -98,8 +98,11 @@ def check_recorded_source(source: Any, checkpoint: Any) -> str:
         raise DataError(f"{checkpoint} records an implausible training data source ({len(source)} characters"
                         f"{', with control characters' if len(source) <= MAX_RECORDED_SOURCE else ''}); "
                         "pass --data SRC")
-    if named_set(source) is not None:  # also bounds shapes:N
-        return source
+    try:
+        if named_set(source) is not None:  # also bounds shapes:N
+            return source
+    except UsageError as exc:
+        raise DataError(f"{checkpoint} records {source!r} as its training data: {exc}; or pass --data SRC") from None
     real = resolved_path(source)
     if real == os.path.sep or any(real == r or real.startswith(r + os.path.sep) for r in _FORBIDDEN_ROOTS):
         raise DataError(f"{checkpoint} records {source!r} as its training data, a system folder aecli will not "
