@@ -92,18 +92,18 @@ def pca_row(ev: Any, path: str | os.PathLike[str], k: int) -> Any:
     from aecli.metrics.evaluate import Row, _Recon
 
     header = read_header(path)
-    source = ev.cfg.data or header.data.source
     spec = header.data
     if not k:
         with torch.device("meta"):  # the code size needs only the architecture
             k = math.prod(build_from_header(header).latent_shape)
-    train = ev.dataset(source, spec, split="train")
+    train = ev.dataset(ev.cfg.data, spec, path, split="train")
     x, note = fit_images(train.tensor())
     pca = PCA.fit(x, k, ev.device)
     del x
-    ds = ev.dataset(source, spec)
+    ds = ev.dataset(ev.cfg.data, spec, path)
+    source = ds.provenance.source
     row = Row(name=f"{path} [pca-{k}]", family="pca", n=len(ds),
-              image_size=f"{spec.image_size}x{spec.image_size}x{spec.channels}")
+              image_size=f"{spec.image_size}x{spec.image_size}x{spec.channels}", data=ds.provenance.to_dict(len(ds)))
     wanted = [m for m in ev.cfg.metrics if m in RECON_METRICS]
     recon = _Recon(wanted, ev.lpips() if "lpips" in wanted else None, ev.cfg.lpips_net)
     images = ds.tensor()
