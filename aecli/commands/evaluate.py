@@ -67,6 +67,9 @@ def evaluate(
     active_threshold: Annotated[float, typer.Option(help="latent: a dimension is active when its variance "
                                                     "over the data exceeds this.")] = 0.01,
     ema: Annotated[bool, typer.Option("--ema", help="Evaluate the checkpoints' EMA weights.")] = False,
+    baseline: Annotated[Optional[str], typer.Option(help="pca: after each checkpoint, a row for PCA with as many "
+                                                    "components as the checkpoint's code has numbers (pca:K: K), "
+                                                    "fitted on the train split: better than linear?")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.", rich_help_panel=PANEL_RUNTIME)] = 64,
     device: Annotated[str, typer.Option(envvar="AECLI_DEVICE", help="auto, cpu, cuda or cuda:N.", rich_help_panel=PANEL_RUNTIME)] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the prior draws (fid/is/kid, class-acc).",
@@ -86,6 +89,8 @@ def evaluate(
     paired = pred is not None or ref is not None
     if paired and (pred is None or ref is None):
         raise UsageError("paired mode needs both --pred DIR and --ref DIR")
+    if paired and baseline:
+        raise UsageError("--baseline needs checkpoints (it fits PCA on a checkpoint's training data), not --pred/--ref")
     if paired and checkpoints:
         raise UsageError("give checkpoints or --pred/--ref, not both")
     if not paired and not checkpoints:
@@ -112,7 +117,8 @@ def evaluate(
                      lpips_net=lpips_net, samples=samples, weights_dir=weights_dir,
                      inception_weights=inception_weights, lpips_weights=lpips_weights, cache_dir=cache_dir,
                      ema=ema, active_threshold=active_threshold, data_root=data_root, seed=seed,
-                     class_samples=class_samples, codebook_plots=str(codebook_plots) if codebook_plots else None)
+                     class_samples=class_samples, codebook_plots=str(codebook_plots) if codebook_plots else None,
+                     baseline=baseline)
 
     def log(message: str) -> None:
         err.print(message, style="dim", markup=False, highlight=False, soft_wrap=True)  # one line each

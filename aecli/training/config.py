@@ -60,8 +60,8 @@ class TrainConfig:
     optimizer: str = "adam"
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
-    scheduler: str = "none"
-    warmup_steps: int = 0
+    scheduler: str = "cosine"  # with warm-up: the default a new user gets (BENCHMARKS.md, model quality)
+    warmup_steps: int = 50
     step_size: int = 10  # epochs between step-scheduler decays
     gamma: float = 0.5  # step decay factor / plateau factor (seed 001: 0.5)
     patience: int = 10  # plateau patience in epochs (seed 001: 10)
