@@ -15,6 +15,7 @@ from aecli.commands._common import (
     PANEL_OUTPUT,
     PANEL_RUNTIME,
     PANEL_TRAIN,
+    aliased,
     handle_errors,
     parse_floats,
 )
@@ -153,14 +154,14 @@ def train(
     lr_d: Annotated[Optional[float], typer.Option(help="Discriminator learning rate (gan default 4×lr).", rich_help_panel=PANEL_TRAIN)] = None,
     optimizer: Annotated[str, typer.Option(help="adam|adamw.", rich_help_panel=PANEL_TRAIN)] = "adam",
     betas: Annotated[str, typer.Option(help="Adam betas (seed 001: 0.5,0.999).", rich_help_panel=PANEL_TRAIN)] = "0.9,0.999",
-    weight_decay: Annotated[float, typer.Option(rich_help_panel=PANEL_TRAIN)] = 0.0,
+    weight_decay: Annotated[float, typer.Option(help="Weight decay (L2 for adam, decoupled for adamw).", rich_help_panel=PANEL_TRAIN)] = 0.0,
     scheduler: Annotated[str, typer.Option(help="none|step|cosine|plateau.", rich_help_panel=PANEL_TRAIN)] = "none",
     warmup_steps: Annotated[int, typer.Option(help="Linear LR warm-up steps.", rich_help_panel=PANEL_TRAIN)] = 0,
     step_size: Annotated[int, typer.Option(help="step scheduler: epochs between decays.", rich_help_panel=PANEL_TRAIN)] = 10,
     gamma: Annotated[float, typer.Option(help="step/plateau decay factor.", rich_help_panel=PANEL_TRAIN)] = 0.5,
     patience: Annotated[int, typer.Option(help="plateau patience in epochs.", rich_help_panel=PANEL_TRAIN)] = 10,
     grad_clip: Annotated[float, typer.Option(help="Clip gradient norm (0: off).", rich_help_panel=PANEL_TRAIN)] = 0.0,
-    ema: Annotated[float, typer.Option(help="Keep EMA weights with this decay (0: off).", rich_help_panel=PANEL_TRAIN)] = 0.0,
+    ema: Annotated[float, typer.Option("--ema-decay", help="Keep EMA weights with this decay, e.g. 0.999 (0: off); the other commands' --ema uses them.", rich_help_panel=PANEL_TRAIN)] = 0.0,
     seed: Annotated[int, typer.Option(help="Random seed.", rich_help_panel=PANEL_TRAIN)] = 0,
     device: Annotated[str, typer.Option(envvar="AECLI_DEVICE", help="auto|cpu|cuda|cuda:N.", rich_help_panel=PANEL_RUNTIME)] = "auto",
     precision: Annotated[str, typer.Option(help="fp32|bf16|fp16 (autocast).", rich_help_panel=PANEL_RUNTIME)] = "fp32",
@@ -172,7 +173,7 @@ def train(
     log_every: Annotated[int, typer.Option(help="Log a line every N steps.", rich_help_panel=PANEL_OUTPUT)] = 50,
     save_every_steps: Annotated[int, typer.Option(help="Also checkpoint every N steps (long epochs).", rich_help_panel=PANEL_OUTPUT)] = 0,
     keep: Annotated[int, typer.Option(help="Keep only the last N periodic checkpoints (0: all).", rich_help_panel=PANEL_OUTPUT)] = 0,
-    grid_size: Annotated[int, typer.Option(help="Images per row in the per-epoch grids.", rich_help_panel=PANEL_OUTPUT)] = 8,
+    grid_size: Annotated[int, typer.Option("--grid-columns", help="Images per row of the per-epoch grids (recon: this many validation images; samples: this many per row).", rich_help_panel=PANEL_OUTPUT)] = 8,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also write TensorBoard event files.", rich_help_panel=PANEL_OUTPUT)] = False,
     requeue: Annotated[bool, typer.Option("--requeue", help="On SIGTERM/SIGUSR1, `scontrol requeue` the Slurm job.", rich_help_panel=PANEL_OUTPUT)] = False,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config as TOML (the keys --config reads) and exit.", rich_help_panel=PANEL_OUTPUT)] = False,
@@ -226,4 +227,4 @@ def train(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("train")(train)
+    app.command("train", cls=aliased(grid_size="--grid-columns", ema="--ema-decay"))(train)
