@@ -128,7 +128,7 @@ WRONG_TEXT: dict[str, list[str]] = {
 # Free-form options: any text is a valid name (an output path, a title, a cache folder). Output paths
 # that cannot be written are tested in test_reliability.py.
 FREE_TEXT = {"out", "data_root", "cache", "title", "json_out", "json_path", "csv_path", "gif", "save_vector",
-             "cache_dir", "weights_dir", "save_latents", "family"}
+             "cache_dir", "weights_dir", "save_latents", "family", "codebook_plots"}
 # Extra wrong numbers beyond "abc", "-3", "nan": sizes the model cannot take, channel counts.
 EXTRA_NUMBERS: dict[tuple[str, str], list[str]] = {
     ("train", "image_size"): ["30", "100000"], ("train", "channels"): ["2"], ("train", "num_classes"): ["100001"],

@@ -259,6 +259,13 @@ def test_sample_every_family(family: str, family_ckpts, images, tmp_path: Path) 
         assert sorted(p.name for p in (tmp_path / "dir").glob("*.png")) == [f"sample_{i:06d}.png" for i in range(5)]
         return
     code, out = _cli("sample", ckpt, "--n", 4, "--out", tmp_path / "g.png", "--device", "cpu")
+    if cls.sample_refusal:  # vq families: neither the prior nor --fit (no prior over codes)
+        assert code == 2 and "no prior over its codes" in out and family in out and "--fit" not in out, out
+        code, out = _cli("sample", ckpt, "--n", 4, "--out", tmp_path / "g.png", "--fit", images["inputs"],
+                         "--fit-split", "all", "--device", "cpu")
+        assert code == 2 and "no prior over its codes" in out and "`sample --fit`" in out, out
+        assert not (tmp_path / "g.png").exists()
+        return
     assert code == 2 and "no prior" in out and "--fit" in out, out
     code, out = _cli("sample", ckpt, "--n", 4, "--out", tmp_path / "g.png", "--fit", images["inputs"],
                      "--fit-split", "all", "--device", "cpu")

@@ -13,8 +13,9 @@ from aecli.commands._common import (PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, PAN
 from aecli.errors import UsageError
 from aecli.metrics import DEFAULT_METRICS
 METRICS_HELP = ("Comma list of: l1, mse (on [0,1] images), psnr, ssim, ms-ssim, lpips, kl (column kl_per_image: nats "
-                "per image), rfid, latent (active dims, mean "
-                "|z|, total variance), fid, is, kid (generative families, on --samples prior draws), class-acc "
+                "per image), rfid, latent (active dims, mean |z|, total variance), codebook (vq-vae/vqgan: code "
+                "perplexity, used codes, usage = used / codebook size, dead codes; --codebook-plots for a usage "
+                "histogram), fid, is, kid (generative families, on --samples prior draws), class-acc "
                 "(class-conditional models, seed 004: an MLP classifier trained on the real labelled train split, "
                 "cached in --cache, scores --class-samples draws per class; columns class_acc = share "
                 "classified as the asked class, class_conf = mean softmax probability of the asked class, "
@@ -71,6 +72,9 @@ def evaluate(
     device: Annotated[str, typer.Option(envvar="AECLI_DEVICE", help="auto|cpu|cuda|cuda:N.", rich_help_panel=PANEL_RUNTIME)] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the prior draws (fid/is/kid, class-acc).",
                                       rich_help_panel=PANEL_RUNTIME)] = 0,
+    codebook_plots: Annotated[Optional[Path], typer.Option(help="codebook: write each checkpoint's per-code "
+                                                           "usage histogram here (<run>_<checkpoint>_codebook.png).",
+                                                           rich_help_panel=PANEL_OUTPUT)] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write values, N, sizes, device, library "
                                                       "versions, weights hashes and the FID protocol as JSON.",
                                                       rich_help_panel=PANEL_OUTPUT)] = None,
@@ -110,7 +114,7 @@ def evaluate(
                      lpips_net=lpips_net, samples=samples, weights_dir=weights_dir,
                      inception_weights=inception_weights, lpips_weights=lpips_weights, cache_dir=cache_dir,
                      ema=ema, active_threshold=active_threshold, data_root=data_root, seed=seed,
-                     class_samples=class_samples)
+                     class_samples=class_samples, codebook_plots=str(codebook_plots) if codebook_plots else None)
 
     def log(message: str) -> None:
         err.print(message, style="dim", markup=False, highlight=False, soft_wrap=True)  # one line each

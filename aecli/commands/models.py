@@ -16,7 +16,7 @@ def supported_commands(cls: type) -> list[str]:
         cmds += ["reconstruct", "evaluate", "tsne"]
     elif cls.has_prior:
         cmds += ["evaluate"]
-    if cls.has_prior or (cls.has_encoder and cls.decodes_latent):
+    if not cls.sample_refusal and (cls.has_prior or (cls.has_encoder and cls.decodes_latent)):
         cmds.append("sample" if cls.has_prior else "sample --fit")
     if cls.decodes_latent:
         cmds.append("interpolate")

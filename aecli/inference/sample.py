@@ -162,6 +162,7 @@ def sample(
     if not as_grid and out_path.exists() and not out_path.is_dir():
         raise UsageError(f"--out {out} is a file; give a .png path (grid) or a folder (one PNG per sample)")
     needs = {"encoder": True, "decoder": True} if fit is not None else {"prior": True}
+    needs["sampling"] = True
     precheck(checkpoint, "sample" if fit is None else "sample --fit", **needs)
     dev = resolve_device(device)
     ckpt = load_for(checkpoint, dev, "sample" if fit is None else "sample --fit", ema=ema, **needs)
