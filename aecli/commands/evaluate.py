@@ -16,7 +16,7 @@ METRICS_HELP = ("Comma list of: l1, mse (on [0,1] images), psnr, ssim, ms-ssim, 
                 "per image), rfid, latent (active dims, mean |z|, total variance), codebook (vq-vae/vqgan: code "
                 "perplexity, used codes, usage = used / codebook size, dead codes; --codebook-plots for a usage "
                 "histogram), fid, is, kid (generative families, on --samples prior draws), class-acc "
-                "(class-conditional models, seed 004: an MLP classifier trained on the real labelled train split, "
+                "(class-conditional models, as in the QuickDraw conditional VAE, seed 004: an MLP classifier trained on the real labelled train split, "
                 "cached in --cache, scores --class-samples draws per class; columns class_acc = share "
                 "classified as the asked class, class_conf = mean softmax probability of the asked class, "
                 "class_ceiling = the classifier's accuracy on real val images; each the mean over classes, "
