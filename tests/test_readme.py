@@ -36,6 +36,12 @@ NOT_RUN = {
     "aecli train conv-ae --out runs/quickstart": "10 epochs of the default model (about a minute)",
     "aecli sample runs/vae/best.safetensors --n 50000": "50,000 PNGs",
     "aecli weights download": "needs the internet",
+    # Stable Diffusion's VAE is a download; runs/ldm/kl_f8 an ldm-kl training of hours
+    "aecli import sd-vae-ft-mse": "needs the downloaded SD VAE folder",
+    "aecli import v1-5-pruned-emaonly.safetensors": "needs the downloaded SD checkpoint",
+    "aecli evaluate sd-vae-ft-mse.safetensors runs/ldm/kl_f8": "needs the imported SD VAE and an ldm-kl run",
+    "aecli reconstruct sd-vae-ft-mse.safetensors runs/ldm/kl_f8": "needs the imported SD VAE and an ldm-kl run",
+    "aecli export runs/ldm/kl_f8": "needs an ldm-kl run",
     # t-SNE of all 1,797 digits takes half a minute on 2 cores; tests/test_flows.py runs tsne on every source
     "aecli tsne runs/quickstart/best.safetensors --data digits --split all": "t-SNE of 1,797 points",
     "aecli tsne runs/vae/best.safetensors --data digits --split all": "t-SNE of 1,797 points",
