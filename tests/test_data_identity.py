@@ -33,6 +33,7 @@ def test_spellings_of_one_folder_are_one_source(folder: Path, tmp_path: Path, mo
                  str(folder / ".." / "ffhq")]
     assert {source_key(s) for s in spellings} == {"path:" + os.path.realpath(folder)}
     assert resolved_path("ffhq/") == os.path.realpath(folder)
+    assert source_key("images:ffhq") == source_key("quickdraw:" + str(folder)) == source_key("ffhq")
     (tmp_path / "copy").mkdir()
     assert not same_source("ffhq", "copy") and not same_source(None, None)
 

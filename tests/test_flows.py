@@ -301,8 +301,8 @@ def _with_recorded_source(ckpt: Path, dest: Path, source: str) -> Path:
     ("/", "records '/' as its training data, a system folder aecli will not read by default; pass --data SRC"),
     ("/proc/self", "records '/proc/self' as its training data, a system folder aecli will not read by default; "
                    "pass --data SRC"),
-    ("shapes:1000000000", "records 'shapes:1000000000' as its training data: shapes:1000000000 is more than aecli "
-                          "draws (1,000,000 images); choose a smaller N; or pass --data SRC"),
+    ("shapes:1000000000", "records 'shapes:1000000000' as its training data: shapes:1000000000 is more than the "
+                          "1,000,000 shapes aecli draws; give shapes:N with N <= 1000000; or pass --data SRC"),
     ("digits\x1b]0;pwned\x07", "records an implausible training data source (16 characters, with control "
                                "characters); pass --data SRC"),
 ])
@@ -322,8 +322,8 @@ def test_a_recorded_source_is_untrusted(command: str, recorded: str, message: st
 
 def test_the_cli_bounds_shapes_the_same_way(tmp_path: Path) -> None:
     code, out, err = _cli("train", "conv-vae", "--data", "shapes:1000000000", *TINY, "--out", tmp_path / "r")
-    assert (code, err) == (2, "Error: shapes:1000000000 is more than aecli draws (1,000,000 images); choose a "
-                              "smaller N\n")
+    assert (code, err) == (2, "Error: shapes:1000000000 is more than the 1,000,000 shapes aecli draws; give "
+                              "shapes:N with N <= 1000000\n")
 
 
 def test_log_and_evaluate_share_no_name_with_two_definitions(world: dict, tmp_path: Path) -> None:

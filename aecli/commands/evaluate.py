@@ -96,6 +96,11 @@ def evaluate(
         raise UsageError("give checkpoints or --pred/--ref, not both")
     if not paired and not checkpoints:
         raise UsageError("give one or more checkpoints, or --pred DIR --ref DIR")
+    from aecli.atomic import check_writable
+
+    for option, path in (("--json", json_path), ("--csv", csv_path)):
+        if path is not None:
+            check_writable(path, option)  # before the (long) evaluation, not after it
     # The weights check runs before torch is even imported: a missing file fails in well under a second.
     from aecli.weights import require_weights, split_available
 

@@ -146,6 +146,7 @@ def sample(
     from aecli.data import open_for
     from aecli.devices import resolve_device
     from aecli.images import save_grid
+    from aecli.atomic import check_writable
     from aecli.inference.common import load_for, parse_class, precheck, tty
     from aecli.inference.latents import encode_images, fit_gaussian
 
@@ -155,7 +156,7 @@ def sample(
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     if nrow is not None and nrow < 1:
         raise UsageError(f"--grid-columns must be at least 1, got {nrow}")
-    out_path = Path(out)
+    out_path = check_writable(out)
     as_grid = out_path.suffix.lower() == ".png"
     if as_grid and out_path.is_dir():
         raise UsageError(f"--out {out} is a folder; a .png path gives a grid, a folder gives one PNG per sample")
