@@ -99,8 +99,6 @@ BASE: dict[str, list[str]] = {
     "evaluate": ["evaluate", "{ckpt}", "--metrics", "l1,psnr", "--data", "{imgs}", "--split", "all", "--device",
                  "cpu"],
     "report": ["report", "{run}", "--out", "{out}.md"],
-    "import": ["import", "{imgs}", "--out", "{out}.safetensors"],
-    "export": ["export", "{ckpt}"],
     "weights check": ["weights", "check", "--metrics", "lpips"],
     "weights download": ["weights", "download", "--metrics", "lpips"],
     "import": ["import", "{ldm_diffusers}", "--out", "{out}.safetensors"],
