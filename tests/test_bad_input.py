@@ -136,7 +136,7 @@ WRONG_TEXT: dict[str, list[str]] = {
     "to_image": ["/no/such.png"], "resume": ["/no/such/run"], "config": ["/no/such.toml"],
     "lpips_weights": ["/no/such.pth"], "inception_weights": ["/no/such.pth"], "expr": ["{ckpt} +* -"],
     "pred": ["/no/such/dir"], "ref": ["/no/such/dir"], "eval_file": ["/no/such.json"], "sort_by": ["bogus_figure"],
-    "max_time": ["soon", "0", "-5m", "1x"], "objective": ["bogus"],
+    "max_time": ["soon", "0", "-5m", "1x"], "objective": ["bogus"], "baseline": ["bogus"],
 }
 # Free-form options: any text is a valid name (an output path, a title, a cache folder). Output paths
 # that cannot be written are tested in test_reliability.py.
