@@ -196,6 +196,10 @@ class VQAutoencoder(Autoencoder):
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
 
+    def last_layer(self) -> torch.Tensor:
+        """The decoder's last weight: where the LDM objective compares gradient norms (adaptive weight)."""
+        return self.decoder[-2].weight  # the 3×3 conv before the output activation
+
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """Images from (B, h, w) integer codes; codes outside the codebook are refused."""
         if indices.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64) or indices.dim() != 3:
