@@ -88,6 +88,8 @@ BASE: dict[str, list[str]] = {
     "evaluate": ["evaluate", "{ckpt}", "--metrics", "l1,psnr", "--data", "{imgs}", "--split", "all", "--device",
                  "cpu"],
     "report": ["report", "{run}", "--out", "{out}.md"],
+    "import": ["import", "{imgs}", "--out", "{out}.safetensors"],
+    "export": ["export", "{ckpt}"],
     "weights check": ["weights", "check", "--metrics", "lpips"],
     "weights download": ["weights", "download", "--metrics", "lpips"],
 }
@@ -123,12 +125,12 @@ WRONG_TEXT: dict[str, list[str]] = {
     "to_image": ["/no/such.png"], "resume": ["/no/such/run"], "config": ["/no/such.toml"],
     "lpips_weights": ["/no/such.pth"], "inception_weights": ["/no/such.pth"], "expr": ["{ckpt} +* -"],
     "pred": ["/no/such/dir"], "ref": ["/no/such/dir"], "eval_file": ["/no/such.json"], "sort_by": ["bogus_figure"],
-    "max_time": ["soon", "0", "-5m", "1x"],
+    "max_time": ["soon", "0", "-5m", "1x"], "objective": ["bogus"],
 }
 # Free-form options: any text is a valid name (an output path, a title, a cache folder). Output paths
 # that cannot be written are tested in test_reliability.py.
 FREE_TEXT = {"out", "data_root", "cache", "title", "json_out", "json_path", "csv_path", "gif", "save_vector",
-             "cache_dir", "weights_dir", "save_latents", "family", "codebook_plots"}
+             "cache_dir", "weights_dir", "save_latents", "family", "codebook_plots", "diffusers"}
 # Extra wrong numbers beyond "abc", "-3", "nan": sizes the model cannot take, channel counts.
 EXTRA_NUMBERS: dict[tuple[str, str], list[str]] = {
     ("train", "image_size"): ["30", "100000"], ("train", "channels"): ["2"], ("train", "num_classes"): ["100001"],

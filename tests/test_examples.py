@@ -182,6 +182,26 @@ def test_recipe_builds_at_full_size(path: Path) -> None:
                                                 (512,), (256, 512), (256,), (1, 256), (1,)])
 
 
+def test_seed004_cnn_vaes_decode_with_the_gru_vaes_decoder(recipes: dict[str, dict[str, Any]]) -> None:
+    """Seed 004: the CNN-CNN VAE (and the conditional VAE built on it) uses "the same decoder as in the first
+    architecture", the GRU VAE's: Linear(32 → 64×7×7) → ReLU → ConvT(64→32) → ReLU → ConvT(32→1) → Sigmoid."""
+    gru = create_model("gru-vae", **full_model_kwargs(recipes["seed004_quickdraw_gru_vae"]))
+    reference = shapes(gru.decoder)
+    assert sum(p.numel() for p in gru.decoder.parameters()) == 32 * 3136 + 3136 + 64 * 32 * 9 + 32 + 32 * 9 + 1
+    for name in ("seed004_quickdraw_cnn_vae", "seed004_quickdraw_cvae"):
+        torch.manual_seed(0)
+        model = create_model("conv-vae", **full_model_kwargs(recipes[name])).eval()
+        decoder = nn.Sequential(model.from_latent, model.decoder)
+        assert shapes(decoder) == reference, name
+        assert sum(p.numel() for p in decoder.parameters()) == 122_241, name
+        # The same function: the GRU VAE's decoder weights in the CNN VAE decode any z identically.
+        with torch.no_grad():
+            for dst, src in zip(decoder.parameters(), gru.decoder.parameters()):
+                dst.copy_(src)
+            z = torch.randn(3, 32)
+            assert torch.allclose(model._decode(z), gru.decoder(z), atol=1e-6), name
+
+
 # ---------------------------------------------------------------------------------------------- training
 BATCH = 8
 

@@ -28,15 +28,27 @@ from conftest import tiny_model
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from test_bad_input import cli
+from typer.testing import CliRunner
 
 from aecli.checkpoint import save_model
+from aecli.cli import app
 from aecli.data import open_source
 from aecli.data.decode import MAX_ASPECT_RATIO, decode_task
 from aecli.data.identity import check_recorded_source, source_key
 from aecli.data.spec import DataSpec
 from aecli.errors import DataError
 from aecli.inference.sample import _plan
+
+runner = CliRunner()
+
+
+def cli(*args: object) -> tuple[int, str]:
+    """`aecli ARGS` in-process: (exit code, output); never a traceback."""
+    result = runner.invoke(app, [str(a) for a in args])
+    assert "Traceback" not in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    return result.exit_code, result.output.strip()
+
 
 TIMEOUT = 300  # seconds before a child counts as hung; generous, a busy 2-core machine is slow
 TRAIN = ["train", "conv-ae", "--image-size", "16", "--channels", "1", "-m", "widths=4,8", "-m", "latent_dim=4",
@@ -319,9 +331,8 @@ def test_report_leaves_out_damaged_runs_with_a_warning(tmp_path: Path) -> None:
     assert "## good: `conv-ae`" in (tmp_path / "r.md").read_text()
     with pytest.warns(UserWarning):
         code, text = cli("report", tmp_path / "list", "--out", tmp_path / "r2.md")
-    assert code == 2 and text == ("Error: none of the 1 given path(s) is a readable aecli run folder (config.json "
-                                  "and best/last.safetensors; see the notes above); give folders made by `aecli "
-                                  "train`"), text
+    assert code == 2 and text == ("Error: none of the 1 run folder(s) could be read (see the warnings above); fix "
+                                  "or leave out the damaged files"), text
 
 
 # -- 18: file names that are not UTF-8 -----------------------------------------------------------------

@@ -109,7 +109,7 @@ def reconstruct(
     if n is not None and n < 1:
         raise UsageError(f"--n must be at least 1, got {n}")
     if grid_n < 1:
-        raise UsageError(f"--grid-n must be at least 1, got {grid_n}")
+        raise UsageError(f"--grid-columns must be at least 1, got {grid_n}")
     if image_size is not None and image_size < 1:
         raise UsageError(f"--image-size must be positive, got {image_size}")
     out_dir = Path(out)

@@ -108,7 +108,7 @@ def _plan(model: Any, n: int | None, class_index: int | None, per_class: int | N
         return _Plan(k * per_class, k, per_class, k, per_class=per_class, dirs=dirs, row_labels=names_of)
     if n is None or n < 1:
         raise UsageError(f"--n must be at least 1, got {n}")
-    rows, columns = grid_shape(n, nrow)  # no empty cell unless --nrow asks for one
+    rows, columns = grid_shape(n, nrow)  # no empty cell unless --grid-columns asks for one
     # no class asked: labels cycle through the classes so every class shows up
     return _Plan(n, rows, columns, k, class_index=class_index)
 
@@ -154,7 +154,7 @@ def sample(
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     if nrow is not None and nrow < 1:
-        raise UsageError(f"--nrow must be at least 1, got {nrow}")
+        raise UsageError(f"--grid-columns must be at least 1, got {nrow}")
     out_path = Path(out)
     as_grid = out_path.suffix.lower() == ".png"
     if as_grid and out_path.is_dir():
