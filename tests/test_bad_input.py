@@ -61,6 +61,17 @@ def ckpt(work: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
+def ldm(work: Path) -> tuple[Path, Path]:
+    """A tiny ldm-kl checkpoint (for `export`) and its diffusers folder (for `import`)."""
+    torch.manual_seed(0)
+    model = tiny_model("ldm-kl", 16, 3)
+    path = save_model(work / "ldm.safetensors", model, DataSpec(16, 3, model.value_range, [], "test"))
+    code, out = cli("export", path, "--diffusers", work / "ldm_diffusers")
+    assert code == 0, out
+    return path, work / "ldm_diffusers"
+
+
+@pytest.fixture(scope="module")
 def imgs(work: Path) -> Path:
     folder = work / "imgs"
     folder.mkdir()
@@ -88,10 +99,10 @@ BASE: dict[str, list[str]] = {
     "evaluate": ["evaluate", "{ckpt}", "--metrics", "l1,psnr", "--data", "{imgs}", "--split", "all", "--device",
                  "cpu"],
     "report": ["report", "{run}", "--out", "{out}.md"],
-    "import": ["import", "{imgs}", "--out", "{out}.safetensors"],
-    "export": ["export", "{ckpt}"],
     "weights check": ["weights", "check", "--metrics", "lpips"],
     "weights download": ["weights", "download", "--metrics", "lpips"],
+    "import": ["import", "{ldm_diffusers}", "--out", "{out}.safetensors"],
+    "export": ["export", "{ldm}", "--diffusers", "{out}"],
 }
 # Options that only matter together with another one get that one too.
 CONTEXT: dict[tuple[str, str], list[str]] = {
@@ -125,7 +136,7 @@ WRONG_TEXT: dict[str, list[str]] = {
     "to_image": ["/no/such.png"], "resume": ["/no/such/run"], "config": ["/no/such.toml"],
     "lpips_weights": ["/no/such.pth"], "inception_weights": ["/no/such.pth"], "expr": ["{ckpt} +* -"],
     "pred": ["/no/such/dir"], "ref": ["/no/such/dir"], "eval_file": ["/no/such.json"], "sort_by": ["bogus_figure"],
-    "max_time": ["soon", "0", "-5m", "1x"], "objective": ["bogus"],
+    "max_time": ["soon", "0", "-5m", "1x"], "objective": ["bogus"], "baseline": ["bogus", "pca:0"],
 }
 # Free-form options: any text is a valid name (an output path, a title, a cache folder). Output paths
 # that cannot be written are tested in test_reliability.py.
@@ -195,8 +206,10 @@ def run_dir(work: Path) -> Path:
 @pytest.mark.parametrize("command, flag, name, value", _cases(),
                          ids=[f"{c}-{f}={v}" for c, f, _, v in _cases()])
 def test_wrong_option_value_is_a_one_line_error(command: str, flag: str, name: str, value: str, ckpt: Path,
-                                                imgs: Path, run_dir: Path, tmp_path: Path) -> None:
-    fill = {"{ckpt}": str(ckpt), "{imgs}": str(imgs), "{out}": str(tmp_path / "o"), "{run}": str(run_dir)}
+                                                imgs: Path, run_dir: Path, ldm: tuple[Path, Path],
+                                                tmp_path: Path) -> None:
+    fill = {"{ckpt}": str(ckpt), "{imgs}": str(imgs), "{out}": str(tmp_path / "o"), "{run}": str(run_dir),
+            "{ldm_diffusers}": str(ldm[1]), "{ldm}": str(ldm[0])}
 
     def expand(text: str) -> str:
         for k, v in fill.items():

@@ -115,7 +115,8 @@ def test_recipe_keys_are_train_and_family_options(path: Path) -> None:
     assert set(model) <= options - {"image_size", "channels"}, sorted(set(model) - options)
     cfg = build_config(family, {}, set(), recipe)  # exactly what `aecli train --config` resolves
     cfg.validate()
-    assert cfg.model == model and cfg.epochs == recipe["epochs"] and cfg.lr == recipe["lr"]
+    lists_as_tuples = {k: tuple(v) if isinstance(v, list) else v for k, v in model.items()}  # TOML lists are typed
+    assert cfg.model == lists_as_tuples and cfg.epochs == recipe["epochs"] and cfg.lr == recipe["lr"]
     make_config(family, **full_model_kwargs(recipe))
 
 
