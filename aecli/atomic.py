@@ -50,9 +50,12 @@ _OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 def _as_os_error(exc: BaseException, path: Path) -> OSError | None:
     """A writer library's wrapped OS error (disk full, quota, EFBIG) as the OSError it is, so the CLI
-    reports it like any other write failure (exit 1, the system's message and the path)."""
+    reports it like any other write failure (exit 1, the system's message and the path). A plain
+    OSError that names no file (PIL's write to an open handle on a full disk) gets the target's path."""
     if isinstance(exc, OSError):
-        return None
+        if exc.filename is not None or exc.errno is None:
+            return None
+        return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path))
     match = _OS_ERROR.search(str(exc))
     if match is None:
         return None

@@ -67,7 +67,7 @@ def test_reconstruction_metrics_and_latent_stats_match_direct_computation(files)
     assert row.values["mse"] == pytest.approx(float((pred - ref).pow(2).mean()), rel=1e-5)
     assert row.values["ssim"] == pytest.approx(float(rec.ssim(pred, ref).mean()), abs=1e-5)
     assert row.values["ms-ssim"] is None and "160 px" in row.notes["ms-ssim"]
-    assert row.values["kl"] is None and "not a VAE" in row.notes["kl"]
+    assert row.values["kl_per_image"] is None and "not a VAE" in row.notes["kl_per_image"]
     z = out.posterior.mode().double()
     var = z.var(0)
     assert row.values["latent_dims"] == z.shape[1]
@@ -91,7 +91,7 @@ def test_sweep_two_checkpoints_one_reference_pass(files, tmp_path):
     for row in (vae, gan):
         assert row.samples == 4
         assert row.values["fid"] > 0 and np.isfinite(row.values["kid"]) and row.values["is"] >= 1.0
-    assert vae.values["rfid"] > 0 and vae.values["kl"] > 0 and vae.values["psnr"] > 0
+    assert vae.values["rfid"] > 0 and vae.values["kl_per_image"] > 0 and vae.values["psnr"] > 0
     assert gan.values["psnr"] is None and "no encoder" in gan.notes["psnr"]
     assert any("N=4" in w and "2048" in w for w in report.warnings)
     assert "TF1 bilinear resize to 299" in report.info["fid_protocol"]
@@ -141,7 +141,7 @@ def test_paired_folders(tmp_path):
         expected.append(10 * np.log10(1 / np.mean((p - arr / 255) ** 2)))
     assert row.n == 3 and row.image_size == "20x24x1"
     assert row.values["psnr"] == pytest.approx(float(np.mean(expected)), abs=1e-4)
-    assert row.values["kl"] is None
+    assert row.values["kl_per_image"] is None
 
     _write(pred_dir, "extra.png", refs["sub/0"])  # no reference
     _write(ref_dir, "sub/big.png", np.zeros((30, 30), np.uint8))  # size mismatch

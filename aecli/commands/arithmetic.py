@@ -17,7 +17,7 @@ def arithmetic(
     out: Annotated[Path, typer.Option(help="Grid PNG.", rich_help_panel=PANEL_OUTPUT)],
     plus: Annotated[Optional[str], typer.Option(help="Folder WITH the attribute (e.g. faces with glasses).", rich_help_panel=PANEL_DATA)] = None,
     minus: Annotated[Optional[str], typer.Option(help="Folder WITHOUT the attribute.", rich_help_panel=PANEL_DATA)] = None,
-    apply: Annotated[Optional[str], typer.Option(help="Folder (or image) to edit: every image gets the attribute vector added.", rich_help_panel=PANEL_DATA)] = None,
+    apply: Annotated[Optional[str], typer.Option(help="Folder (or image) to edit: every image gets the attribute vector added. Default: the first --n (8) held-out images of the checkpoint's training data.", rich_help_panel=PANEL_DATA)] = None,
     scale: Annotated[str, typer.Option(help="Comma-separated scales of the attribute vector, one grid column each (0 = plain reconstruction).")] = "1",
     n: Annotated[Optional[int], typer.Option("--n", help="Edit only the first N images of --apply.", rich_help_panel=PANEL_DATA)] = None,
     expr: Annotated[Optional[str], typer.Option(help="Instead: an expression over images or folders (mean latent), e.g. \"glasses_man.png - man.png + woman.png\" or \"0.5*a.png + 0.5*b.png\".", rich_help_panel=PANEL_DATA)] = None,
@@ -47,11 +47,13 @@ def arithmetic(
         result = run_expr(checkpoint, expr, out, batch_size=batch_size, device=device, class_name=class_name,
                           ema=ema, data_root=data_root)
     else:
-        if any(f is None for f in folders):
-            raise UsageError("give --plus DIR --minus DIR --apply DIR (attribute vector), or --expr \"A - B + C\"")
+        if plus is None or minus is None:
+            raise UsageError("give --plus DIR --minus DIR [--apply DIR] (attribute vector), or --expr \"A - B + C\"")
         result = run_vector(checkpoint, out, plus=plus, minus=minus, apply=apply,
                             scales=parse_floats(scale, "--scale"), n=n, batch_size=batch_size, device=device,
                             class_name=class_name, ema=ema, save_vector=save_vector, data_root=data_root)
+    for line in result.data_lines:
+        typer.echo(line, err=True)
     typer.echo(f"{result.description}\n{result.rows}×{result.columns} grid → {result.out}")
 
 

@@ -8,11 +8,12 @@ from typing import Annotated, Optional
 
 import typer
 
-from aecli.commands._common import (PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, PANEL_WEIGHTS, handle_errors,
-                                    parse_list, stdout_is_terminal)
+from aecli.commands._common import (PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, PANEL_WEIGHTS, SPLIT_HELP,
+                                    handle_errors, parse_list, stdout_is_terminal)
 from aecli.errors import UsageError
 from aecli.metrics import DEFAULT_METRICS
-METRICS_HELP = ("Comma list of: l1, mse, psnr, ssim, ms-ssim, lpips, kl, rfid, latent (active dims, mean "
+METRICS_HELP = ("Comma list of: l1, mse (on [0,1] images), psnr, ssim, ms-ssim, lpips, kl (column kl_per_image: nats "
+                "per image), rfid, latent (active dims, mean "
                 "|z|, total variance), fid, is, kid (generative families, on --samples prior draws), class-acc "
                 "(class-conditional models, seed 004: an MLP classifier trained on the real labelled train split, "
                 "cached in --cache-dir, scores --class-samples draws per class; columns class_acc = share "
@@ -29,9 +30,8 @@ def evaluate(
     metrics: Annotated[str, typer.Option("--metrics", "-m", help=METRICS_HELP)] = DEFAULT_METRICS,
     data: Annotated[Optional[str], typer.Option(
         "--data", help="Evaluation data (folder, file list, digits, mnist, ...). Default: the checkpoint's "
-        "training source.", rich_help_panel=PANEL_DATA)] = None,
-    split: Annotated[str, typer.Option(help="Which split to score: val, train or all.",
-                                       rich_help_panel=PANEL_DATA)] = "val",
+        "training data.", rich_help_panel=PANEL_DATA)] = None,
+    split: Annotated[str, typer.Option(help=SPLIT_HELP, rich_help_panel=PANEL_DATA)] = "auto",
     n: Annotated[Optional[int], typer.Option("--n", help="Use at most N images of the split.",
                                              rich_help_panel=PANEL_DATA)] = None,
     data_root: Annotated[Optional[str], typer.Option(envvar="AECLI_DATA_ROOT", help="Where torchvision data sets live.",
@@ -102,7 +102,7 @@ def evaluate(
                      class_samples=class_samples)
 
     def log(message: str) -> None:
-        err.print(message, style="dim", markup=False, highlight=False)
+        err.print(message, style="dim", markup=False, highlight=False, soft_wrap=True)  # one line each
 
     if paired:
         report = evaluate_folders(str(pred), str(ref), cfg, skip_unpaired, log=log)

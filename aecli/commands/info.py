@@ -43,24 +43,33 @@ def info(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Show a checkpoint's family, config, data spec, training summary, size and SHA-256."""
+    from aecli.untrusted import json_safe, printable
+
     summary = checkpoint_info(checkpoint)
     if json_out:
-        typer.echo(json.dumps(summary, indent=2))
+        # Strict JSON: NaN/inf (a diverged run's losses) become null; control characters are escaped.
+        typer.echo(json.dumps(json_safe(summary), indent=2, allow_nan=False))
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
+
+    # Everything shown comes from the file: as plain Text (no rich markup) with control characters
+    # escaped, so crafted metadata cannot move the cursor, clear the screen or set the window title.
+    def cell(value: Any) -> Text:
+        return Text(printable(value))
 
     console = Console()
-    table = Table(title=str(checkpoint), show_header=False)
+    table = Table(title=cell(checkpoint), show_header=False)
     table.add_column("key", style="bold")
     table.add_column("value", overflow="fold")
     for key in ("family", "format_version", "parameters", "has_ema", "file_size", "sha256",
                 "aecli_version", "torch_version", "created"):
         value = summary[key]
-        table.add_row(key, f"{value:,}" if key in ("parameters", "file_size") else str(value))
+        table.add_row(key, cell(f"{value:,}" if key in ("parameters", "file_size") else value))
     for section in ("config", "data", "training"):
         for key, value in summary[section].items():
-            table.add_row(f"{section}.{key}", json.dumps(value) if not isinstance(value, str) else value)
+            table.add_row(cell(f"{section}.{key}"), cell(json.dumps(value) if not isinstance(value, str) else value))
     console.print(table)
 
 

@@ -39,6 +39,8 @@ def sample(
     result = run(checkpoint, out, n=n, temperature=temperature, seed=seed, class_name=class_name,
                  per_class=per_class, fit=fit, fit_kind=fit_kind, fit_n=fit_n, fit_split=fit_split,
                  batch_size=batch_size, device=device, nrow=nrow, ema=ema, data_root=data_root)
+    if result.data_line:
+        typer.echo(result.data_line, err=True)
     typer.echo(f"sampling from: {result.prior} (seed {seed})")
     if result.kind == "grid":
         typer.echo(f"{result.count} samples ({result.rows}×{result.columns} grid) → {result.out}")

@@ -60,8 +60,11 @@ def load_toml(path: Path) -> dict[str, Any]:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib  # type: ignore[no-redef]
-    if path.exists() and not path.is_file():  # a FIFO or a folder: never block reading it
-        raise UsageError(f"--config {path} is not a regular file; give a TOML file")
+    from aecli.untrusted import regular_file
+
+    problem = regular_file(path)
+    if problem is not None and problem.startswith("a "):  # a FIFO would block open() forever
+        raise UsageError(f"--config {path} is {problem}, not a regular file; give a TOML file")
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)

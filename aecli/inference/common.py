@@ -136,7 +136,7 @@ def unique_output_names(names: Sequence[str], suffix: str = ".png") -> list[str]
     out = []
     for name in names:
         candidate = output_name(name, suffix)
-        stem, k = candidate[: -len(suffix)], 1
+        stem, k = candidate[: len(candidate) - len(suffix)], 1
         while candidate.lower() in seen:
             candidate, k = f"{stem}-{k}{suffix}", k + 1
         seen.add(candidate.lower())

@@ -17,6 +17,7 @@ from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
+from aecli.data.identity import source_key
 from aecli.data.spec import DataSpec
 from aecli.errors import UsageError
 from aecli.hashing import sha256_file
@@ -28,17 +29,23 @@ from aecli.metrics.perceptual import lpips_distance, lpips_resize_note
 from aecli.weights import WEIGHT_FILES, check_net, require_weights, weights_dir
 
 PER_IMAGE = RECON_METRICS + ("kl",)  # reported as mean ± std over images
+# The column a metric is reported under, where it differs from its --metrics name: the training log's
+# "kl" is per latent element (--reduction mean), evaluate's is per image, so they must not share a name.
+VALUE_KEYS = {"kl": "kl_per_image"}
 LATENT_KEYS = ("active_dims", "latent_dims", "mean_abs_activation", "total_variance")
 # class-acc: means over classes; the per-class values are "<key>[<class name>]" (JSON/CSV only).
 CLASS_KEYS = ("class_acc", "class_conf", "class_ceiling")
 METRIC_HELP = {
-    "l1": "mean absolute error per image on [0,1] images, then mean over images",
-    "mse": "mean squared error per image on [0,1] images, then mean over images",
+    "l1": "mean absolute error per image on [0,1] images, then mean over images (the training log's recon "
+          "is its loss on the model's value range: an L1 on [-1,1] is 2x this)",
+    "mse": "mean squared error per image on [0,1] images, then mean over images (on [-1,1], as a training "
+           "log's recon, it is 4x this)",
     "psnr": "per image 10·log10(1/MSE) on [0,1] images (capped at 100 dB), then mean ± std over images",
     "ssim": "Gaussian SSIM (11x11, sigma 1.5, data_range 1) per image, pytorch-msssim",
     "ms-ssim": "5-scale MS-SSIM (pytorch-msssim); needs images larger than 160 px",
     "lpips": "LPIPS v0.1 (lpips package) on [-1,1] RGB inputs, per image",
-    "kl": "KL(q(z|x) || N(0,I)) summed over latent dims, mean per image (VAE families)",
+    "kl": "kl_per_image: KL(q(z|x) || N(0,I)) in nats, summed over latent dims, mean over images (VAE "
+          "families; the training log's kl is per latent element with --reduction mean)",
     "rfid": "FID of the reconstructions against their inputs",
     "latent": "latent statistics of the encoder means: active dims (variance > threshold), mean |z|, "
               "total variance",
@@ -69,7 +76,7 @@ def parse_metrics(names: Iterable[str]) -> list[str]:
 class EvalConfig:
     metrics: list[str] = field(default_factory=lambda: DEFAULT_METRICS.split(","))
     data: str | None = None  # None: each checkpoint's training source
-    split: str = "val"
+    split: str = "auto"  # val of each checkpoint's training data, all of other data (aecli.data.open_for)
     n: int | None = None
     batch_size: int = 64
     device: str = "auto"
@@ -111,8 +118,10 @@ class Row:
     samples: int | None = None
     values: dict[str, float | None] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)  # which source, split rule and N (Provenance)
 
     def na(self, metric: str, reason: str) -> None:
+        metric = VALUE_KEYS.get(metric, metric)
         self.values[metric] = None
         self.notes[metric] = f"n/a: {reason}"
 
@@ -230,27 +239,35 @@ class Evaluator:
         import torch_fidelity
 
         self.inception()
-        return {"data": source_id, "split": self.cfg.split, "n": n, "image_size": size, "channels": channels,
+        return {"data": source_id, "n": n, "image_size": size, "channels": channels,
                 "inception_sha256": self._inception_sha, "torch_fidelity": torch_fidelity.__version__,
                 "features": list(fidelity.FEATURES)}
 
     # -- data --------------------------------------------------------------------------------------
-    def dataset(self, source: str, spec: DataSpec, split: str | None = None) -> Any:
+    def dataset(self, source: str | None, spec: DataSpec, checkpoint: Any, split: str | None = None) -> Any:
         """The evaluation set (--split, --n) or, given ``split``, that whole split (class-acc), opened
-        as the checkpoint expects it (aecli.data.open_for)."""
+        as the checkpoint expects it (aecli.data.open_for; no ``source``: its training data). Its
+        ``provenance`` is this checkpoint's view (same data as its training or not)."""
+        import dataclasses
+
         from aecli.data import open_for
 
         limit = self.cfg.n if split is None else None
         split = split or self.cfg.split
+        defaulted = not source
+        source = source or spec.default_source(checkpoint)
         options = spec.split_options(source)
-        key = (source, spec.image_size, spec.channels, split, limit, tuple(sorted(options.items())))
+        key = (source_key(source), spec.image_size, spec.channels, split, limit, tuple(sorted(options.items())))
         if key not in self._datasets:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                self._datasets[key] = open_for(spec, source, split=split, limit=limit,
+                self._datasets[key] = open_for(spec, source, checkpoint=checkpoint, split=split, limit=limit,
                                                data_root=self.cfg.data_root)
             self.warnings += [str(w.message) for w in caught]
-        return self._datasets[key]
+        ds = self._datasets[key]
+        ds.provenance = dataclasses.replace(ds.provenance, training_source=spec.source, defaulted=defaulted,
+                                            same_as_training=spec.is_training_source(source))
+        return ds
 
     # -- generation metrics ------------------------------------------------------------------------
     def generation(self, row: Row, sampler: Callable[[int, torch.Generator], torch.Tensor] | None,
@@ -301,16 +318,15 @@ class Evaluator:
 
         cfg = self.cfg
         header = read_header(path)
-        source = cfg.data or header.data.source
-        if not source:
-            raise UsageError(f"{path} does not record its training data source; pass --data SRC")
         spec = header.data
-        ds = self.dataset(source, spec)
+        ds = self.dataset(cfg.data, spec, path)
+        source = ds.provenance.source
+        self.log(f"{path}: {header.family} · {ds.provenance.line(len(ds))}")
         loaded = load_model(path, self.device, ema=cfg.ema)
         model = loaded.model
         row = Row(name=str(path), family=header.family, n=len(ds),
-                  image_size=f"{spec.image_size}x{spec.image_size}x{spec.channels}")
-        self.log(f"{path}: {header.family} on {source} ({len(ds)} images, {cfg.split})")
+                  image_size=f"{spec.image_size}x{spec.image_size}x{spec.channels}",
+                  data=ds.provenance.to_dict(len(ds)))
         wanted = [m for m in cfg.metrics if m in ENCODER_METRICS]
         if wanted and not model.has_encoder:
             for m in wanted:
@@ -344,8 +360,8 @@ class Evaluator:
         if reason:
             _class_na(row, reason)
             return
-        train = self.dataset(source, spec, split="train")
-        val = self.dataset(source, spec, split="val")
+        train = self.dataset(self.cfg.data, spec, row.name, split="train")
+        val = self.dataset(self.cfg.data, spec, row.name, split="val")
         check_labelled(train, "train")
         check_labelled(val, "val")
         # Label k must mean the same class to the model and to the classifier.
@@ -413,9 +429,9 @@ class Evaluator:
             if kl_na:
                 row.na("kl", kl_na)
             else:
-                _mean_std(row, "kl", torch.cat(kl))
+                _mean_std(row, VALUE_KEYS["kl"], torch.cat(kl))
                 if row.family == "flow-vae":
-                    row.notes["kl"] = "KL of the base posterior q0, before the planar flows"
+                    row.notes[VALUE_KEYS["kl"]] = "KL of the base posterior q0, before the planar flows"
         if "latent" in wanted:
             self._latent(row, latent)
         if "rfid" in wanted:
@@ -537,9 +553,10 @@ def columns(report: EvalReport) -> list[str]:
             keys += list(CLASS_KEYS)
             keys += [k for k in dict.fromkeys(k for r in report.rows for k in r.values) if "[" in k]
             continue
-        keys.append(m)
+        key = VALUE_KEYS.get(m, m)
+        keys.append(key)
         if m in PER_IMAGE or m in ("is", "kid"):
-            keys.append(f"{m}_std")
+            keys.append(f"{key}_std")
     return keys
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aecli.data.identity import resolved_path
 from aecli.data.spec import DataSpec
 from aecli.errors import UsageError
 
@@ -78,7 +79,8 @@ def prepare(cfg: Any, progress: bool) -> Prepared:
     config = make_config(cfg.family, **kwargs)
     value_range = (-1.0, 1.0) if config.output_activation == "tanh" else (0.0, 1.0)
     spec = DataSpec(image_size=size, channels=channels, value_range=value_range,
-                    class_names=list(train.class_names), source=cfg.data, val_count=cfg.val_count,
+                    class_names=list(train.class_names), source=cfg.data, source_path=resolved_path(cfg.data),
+                    val_count=cfg.val_count,
                     val_fraction=cfg.val_fraction)
     return Prepared(train=train, val=val, spec=spec, model_kwargs=kwargs)
 

@@ -90,10 +90,13 @@ def make_optimizer(params: Any, kind: str, lr: float, betas: tuple[float, float]
 class _StopFlag:
     """SIGTERM/SIGUSR1 (Slurm --signal=USR1@120, preemption, scancel) and Ctrl-C only set a flag: the
     current step finishes, then state is saved and we exit with EXIT_INTERRUPTED. A second Ctrl-C
-    aborts at once (KeyboardInterrupt), for a user who does not want to wait for the step."""
+    aborts at once (KeyboardInterrupt), for a user who does not want to wait for the step. Before
+    training starts (``training`` False) there is nothing to save and set-up may be blocked in a system
+    call a flag never interrupts (a stalled mount, a FIFO), so the signal stops the process at once."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self.training = False
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "_StopFlag":
@@ -106,6 +109,9 @@ class _StopFlag:
         if signum == signal.SIGINT and self.signal is not None:
             raise KeyboardInterrupt
         self.signal = signum
+        if not self.training:
+            raise Interrupted(f"stopped by {signal.Signals(signum).name} before training started; nothing "
+                              "was trained — run the same command again")
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():
@@ -487,8 +493,9 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(self, stop: "_StopFlag") -> RunResult:
-        """Train to ``cfg.epochs``. ``stop`` is installed by the caller before set-up, so a signal
-        that arrives while data loads is not lost: the first step runs, then state is saved."""
+        """Train to ``cfg.epochs``. ``stop`` is installed by the caller before set-up: a signal that
+        arrives while data loads ends the process there (nothing to save); from here on it is a flag."""
+        stop.training = True
         cfg, c = self.cfg, self.counters
         started = time.time()
         if self.main:
@@ -725,7 +732,7 @@ def train(cfg: TrainConfig, resume: str | None = None, given: set[str] | None = 
 def _run(cfg: TrainConfig, run_dir: Path, resuming: bool, started: float, main: bool,
          unstarted: Any = None) -> RunResult:
     """Set up and fit; ``unstarted`` undoes rank 0's folder if set-up fails."""
-    with _StopFlag() as stop:  # installed before set-up: a signal while data loads is kept, not fatal
+    with _StopFlag() as stop:  # installed before set-up: a signal while data loads stops at once
         trainer: Trainer | None = None
         try:
             try:
