@@ -115,7 +115,9 @@ def test_recipe_keys_are_train_and_family_options(path: Path) -> None:
     assert set(model) <= options - {"image_size", "channels"}, sorted(set(model) - options)
     cfg = build_config(family, {}, set(), recipe)  # exactly what `aecli train --config` resolves
     cfg.validate()
-    assert cfg.model == model and cfg.epochs == recipe["epochs"] and cfg.lr == recipe["lr"]
+    # TOML lists become the tuples the family options are typed as (as `-m widths=…` gives)
+    assert cfg.model == {k: tuple(v) if isinstance(v, list) else v for k, v in model.items()}
+    assert cfg.epochs == recipe["epochs"] and cfg.lr == recipe["lr"]
     make_config(family, **full_model_kwargs(recipe))
 
 
