@@ -192,3 +192,24 @@ def test_json_turns_non_finite_values_into_null_with_note(tmp_path):
     write_json(EvalReport([row], ["psnr"], "cpu", {}, []), tmp_path / "r.json")
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["rows"][0]["values"]["psnr"] is None and "non-finite" in data["rows"][0]["notes"]["psnr"]
+
+
+def test_default_metrics_work_offline_and_say_what_was_skipped(files, tmp_path, monkeypatch):
+    """No --metrics on a machine without the LPIPS backbone: the weight-free metrics, and a note naming
+    lpips, the missing file and the command that fetches it; with the file present lpips is scored."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(app, ["evaluate", str(files["mlp"]), "--n", "6", "--device", "cpu",
+                                      "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(json.loads(out.read_text())["rows"][0]["values"]) == \
+        ["l1", "l1_std", "mse", "mse_std", "psnr", "psnr_std", "ssim", "ssim_std"]
+    note = next(line for line in result.stderr.splitlines() if line.startswith("note: skipped lpips"))
+    assert "alexnet-owt-7be5be79.pth does not exist" in note and "aecli weights download --metrics lpips" in note
+    # Asked for explicitly, a missing file is still an error (exit 2) rather than a silent skip.
+    asked = CliRunner().invoke(app, ["evaluate", str(files["mlp"]), "--metrics", "psnr,lpips", "--device", "cpu"])
+    assert asked.exit_code == 2 and "aecli weights download" in asked.output
+    present = CliRunner().invoke(app, ["evaluate", str(files["mlp"]), "--n", "6", "--device", "cpu",
+                                       "--lpips-weights", files["alexnet"], "--json", str(out)])
+    assert present.exit_code == 0 and "skipped" not in present.output, present.output
+    assert "lpips" in json.loads(out.read_text())["rows"][0]["values"]

@@ -60,6 +60,11 @@ class LatentMapConfig:
             raise UsageError(f"k must be at least 1, got {self.k}")
         if self.save_latents and Path(self.save_latents).suffix.lower() not in LATENT_FORMATS:
             raise UsageError(f"--save-latents must end in {' or '.join(LATENT_FORMATS)}, got {self.save_latents!r}")
+        from aecli.atomic import check_writable
+
+        for option, path in (("--out", self.out), ("--save-latents", self.save_latents), ("--json", self.json_out)):
+            if path:
+                check_writable(path, option)
         if not _written_by_tsne(self.csv_path):
             raise UsageError(f"--out {self.out} would overwrite {self.csv_path} (the table goes beside the figure), "
                              "which `aecli tsne` did not write; choose another --out")
@@ -191,7 +196,8 @@ def latent_map(cfg: LatentMapConfig, progress: bool = False,
         say(note)
 
     figure, table = Path(cfg.out), cfg.csv_path
-    plot_embedding(proj.coords, labels, class_names, figure, _title(cfg, family, source, provenance.split, len(labels), proj))
+    plot_embedding(proj.coords, labels, class_names, figure,
+                   _title(cfg, family, source, provenance.split, len(labels), proj), axis_labels=proj.axis_labels())
     write_table(table, indices, data.names, labels, class_names, proj.coords)
     if cfg.save_latents:
         save_latents(cfg.save_latents, raw, labels, data.names, indices, class_names, cfg.checkpoint, source)
@@ -200,7 +206,8 @@ def latent_map(cfg: LatentMapConfig, progress: bool = False,
         "provenance": provenance.to_dict(len(labels)),
         "images": len(labels), "images_in_split": total, "latent_shape": list(raw.shape[1:]),
         "latent_dim": int(flat.shape[1]), "method": proj.method, "perplexity": proj.perplexity,
-        "pca_dims": proj.pca_dims, "seed": cfg.seed, "device": str(device), "ema": cfg.ema,
+        "pca_dims": proj.pca_dims, "explained_variance": list(proj.explained) if proj.explained else None,
+        "seed": cfg.seed, "device": str(device), "ema": cfg.ema,
         **quality.to_dict(), "notes": notes,
         "outputs": {"figure": str(figure), "table": str(table), "latents": cfg.save_latents},
     }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Any, Callable, TypeVar
+from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 
@@ -24,6 +24,40 @@ PANEL_WEIGHTS = "Pretrained weights"
 # --split of every command that reads images (aecli.data.open_for): one rule, one text.
 SPLIT_HELP = ("auto|val|train|all. auto: val on the checkpoint's training data (the images training held out, "
               "by its own rule), all on other data. Image files are always used whole.")
+
+# Options that mean the same in every command are declared once, here.
+TileSizeOpt = Annotated[Optional[int], typer.Option(
+    "--tile-size", min=1, help="Grid tile size in pixels. Default: images of 64 px or less enlarged (nearest neighbour) "
+    "to at least 96 px, larger ones shown as they are.", rich_help_panel=PANEL_OUTPUT, show_default=False)]
+
+
+def aliased(**aliases: str) -> type:
+    """A Typer command class that reads old option names as the current ones: ``aliased(nrow="--grid-columns")``
+    accepts ``--nrow 8`` (and ``--nrow=8``) as ``--grid-columns 8``, with a one-line note. The old names
+    stay out of --help (one name per idea) but keep working for a release. Keys are option names with
+    the dashes dropped and "-" written "_" ("m" for -m, "cache_dir" for --cache-dir)."""
+    from typer.core import TyperCommand
+
+    table = {(f"-{k}" if len(k) == 1 else "--" + k.replace("_", "-")): v for k, v in aliases.items()}
+
+    class AliasedCommand(TyperCommand):
+        old_names = table
+
+        def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+            out: list[str] = []
+            for i, arg in enumerate(args):
+                if arg == "--":  # everything after it is an argument, not an option
+                    out += args[i:]
+                    break
+                name, eq, value = arg.partition("=")
+                if name in table:
+                    typer.echo(f"note: {name} is now {table[name]}; the old name still works in this release",
+                               err=True)
+                    arg = table[name] + eq + value
+                out.append(arg)
+            return super().parse_args(ctx, out)
+
+    return AliasedCommand
 
 
 def fail(message: str, code: int) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from aecli.commands._common import PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, handle_errors, parse_floats
+from aecli.commands._common import PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, TileSizeOpt, handle_errors, parse_floats
 from aecli.errors import UsageError
 
 
@@ -26,9 +26,10 @@ def arithmetic(
     data_root: Annotated[Optional[str], typer.Option(envvar="AECLI_DATA_ROOT", help="Where torchvision datasets live.", rich_help_panel=PANEL_DATA)] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.", rich_help_panel=PANEL_RUNTIME)] = 64,
     device: Annotated[str, typer.Option(envvar="AECLI_DEVICE", help="auto|cpu|cuda|cuda:N.", rich_help_panel=PANEL_RUNTIME)] = "auto",
+    tile_size: TileSizeOpt = None,
     ema: Annotated[bool, typer.Option("--ema", help="Use the checkpoint's EMA weights.", rich_help_panel=PANEL_RUNTIME)] = False,
 ) -> None:
-    """Latent arithmetic: attribute vectors from folders (seed 002's glasses) or "A - B + C".
+    """Latent arithmetic: attribute vectors from folders (the glasses VAE, seed 002: faces with minus without glasses) or "A - B + C".
 
     Attribute vector: mean latent of --plus minus mean latent of --minus, added at each --scale to every
     image of --apply; the grid shows each original followed by its edits. Example:
@@ -45,13 +46,14 @@ def arithmetic(
         if any(f is not None for f in folders):
             raise UsageError("give either --expr or --plus/--minus/--apply, not both")
         result = run_expr(checkpoint, expr, out, batch_size=batch_size, device=device, class_name=class_name,
-                          ema=ema, data_root=data_root)
+                          ema=ema, data_root=data_root, tile_size=tile_size)
     else:
         if plus is None or minus is None:
             raise UsageError("give --plus DIR --minus DIR [--apply DIR] (attribute vector), or --expr \"A - B + C\"")
         result = run_vector(checkpoint, out, plus=plus, minus=minus, apply=apply,
                             scales=parse_floats(scale, "--scale"), n=n, batch_size=batch_size, device=device,
-                            class_name=class_name, ema=ema, save_vector=save_vector, data_root=data_root)
+                            class_name=class_name, ema=ema, save_vector=save_vector, data_root=data_root,
+                            tile_size=tile_size)
     for line in result.data_lines:
         typer.echo(line, err=True)
     typer.echo(f"{result.description}\n{result.rows}×{result.columns} grid → {result.out}")

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from aecli.commands._common import handle_errors
+from aecli.commands._common import handle_errors, stdout_is_terminal
 
 
 def checkpoint_info(path: Path) -> dict[str, Any]:
@@ -50,6 +50,16 @@ def info(
         # Strict JSON: NaN/inf (a diverged run's losses) become null; control characters are escaped.
         typer.echo(json.dumps(json_safe(summary), indent=2, allow_nan=False))
         return
+    rows = [(key, f"{summary[key]:,}" if key in ("parameters", "file_size") else str(summary[key]))
+            for key in ("family", "format_version", "parameters", "has_ema", "file_size", "sha256",
+                        "aecli_version", "torch_version", "created")]
+    for section in ("config", "data", "training"):
+        rows += [(f"{section}.{key}", json.dumps(value) if not isinstance(value, str) else value)
+                 for key, value in summary[section].items()]
+    if not stdout_is_terminal():
+        # Piped or redirected: "key: value" lines, never wrapped (a SHA-256 stays on one line for grep/cut).
+        typer.echo("\n".join(f"{printable(key)}: {printable(value)}" for key, value in rows))
+        return
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
@@ -59,18 +69,12 @@ def info(
     def cell(value: Any) -> Text:
         return Text(printable(value))
 
-    console = Console()
     table = Table(title=cell(checkpoint), show_header=False)
-    table.add_column("key", style="bold")
+    table.add_column("key", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
-    for key in ("family", "format_version", "parameters", "has_ema", "file_size", "sha256",
-                "aecli_version", "torch_version", "created"):
-        value = summary[key]
-        table.add_row(key, cell(f"{value:,}" if key in ("parameters", "file_size") else value))
-    for section in ("config", "data", "training"):
-        for key, value in summary[section].items():
-            table.add_row(cell(f"{section}.{key}"), cell(json.dumps(value) if not isinstance(value, str) else value))
-    console.print(table)
+    for key, value in rows:
+        table.add_row(cell(key), cell(value))
+    Console().print(table)
 
 
 def register(app: typer.Typer) -> None:

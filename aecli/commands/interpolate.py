@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from aecli.commands._common import PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, SPLIT_HELP, handle_errors
+from aecli.commands._common import PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, SPLIT_HELP, TileSizeOpt, handle_errors
 
 
 @handle_errors
@@ -29,6 +29,7 @@ def interpolate(
     gif: Annotated[Optional[Path], typer.Option(help="Also write an animated GIF (there and back).", rich_help_panel=PANEL_OUTPUT)] = None,
     frame_ms: Annotated[int, typer.Option(help="GIF frame duration in milliseconds.", rich_help_panel=PANEL_OUTPUT)] = 100,
     device: Annotated[str, typer.Option(envvar="AECLI_DEVICE", help="auto|cpu|cuda|cuda:N.", rich_help_panel=PANEL_RUNTIME)] = "auto",
+    tile_size: TileSizeOpt = None,
     ema: Annotated[bool, typer.Option("--ema", help="Use the checkpoint's EMA weights.", rich_help_panel=PANEL_RUNTIME)] = False,
 ) -> None:
     """Latent walk between two images, two dataset items or two prior draws (grid PNG, --gif).
@@ -41,7 +42,7 @@ def interpolate(
     result = run(checkpoint, out, from_image=from_image, to_image=to_image, from_index=from_index,
                  to_index=to_index, data=data, split=split, steps=steps, method=method, seed=seed,
                  temperature=temperature, gif=gif, frame_ms=frame_ms, class_name=class_name, device=device,
-                 ema=ema, data_root=data_root)
+                 ema=ema, data_root=data_root, tile_size=tile_size)
     if result.data_line:
         typer.echo(result.data_line, err=True)
     typer.echo(f"{method} walk of {steps} steps between {result.mode} end points → {result.out}")

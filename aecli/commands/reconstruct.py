@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from aecli.commands._common import PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, SPLIT_HELP, handle_errors
+from aecli.commands._common import PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, SPLIT_HELP, TileSizeOpt, aliased, handle_errors
 
 
 @handle_errors
@@ -23,9 +23,10 @@ def reconstruct(
     image_size: Annotated[Optional[int], typer.Option(help="Run at this size instead of the checkpoint's (fully convolutional models only).", rich_help_panel=PANEL_DATA)] = None,
     class_name: Annotated[Optional[str], typer.Option("--class", help="Conditional models: decode as this class (index or name) instead of the inputs' labels.", rich_help_panel=PANEL_DATA)] = None,
     save_latents: Annotated[Optional[Path], typer.Option(help="Also write the latents (and input names) to this .safetensors file.", rich_help_panel=PANEL_OUTPUT)] = None,
-    grid_n: Annotated[int, typer.Option(help="Inputs shown in comparison.png.", rich_help_panel=PANEL_OUTPUT)] = 16,
+    grid_n: Annotated[int, typer.Option("--grid-columns", help="Inputs shown in comparison.png: one column each.", rich_help_panel=PANEL_OUTPUT)] = 16,
     batch_size: Annotated[int, typer.Option(help="Images per batch.", rich_help_panel=PANEL_RUNTIME)] = 64,
     device: Annotated[str, typer.Option(envvar="AECLI_DEVICE", help="auto|cpu|cuda|cuda:N.", rich_help_panel=PANEL_RUNTIME)] = "auto",
+    tile_size: TileSizeOpt = None,
     ema: Annotated[bool, typer.Option("--ema", help="Use the checkpoints' EMA weights.", rich_help_panel=PANEL_RUNTIME)] = False,
 ) -> None:
     """Reconstruct images with one or more checkpoints; comparison grid of inputs vs. each checkpoint.
@@ -37,7 +38,7 @@ def reconstruct(
     source = None if not data else data[0] if len(data) == 1 else data
     result = run(checkpoints, source, out, n=n, random=random, seed=seed,
                  split=split, batch_size=batch_size, device=device, save_latents=save_latents,
-                 image_size=image_size, class_name=class_name, ema=ema, grid_n=grid_n, data_root=data_root)
+                 image_size=image_size, class_name=class_name, ema=ema, grid_n=grid_n, data_root=data_root, tile_size=tile_size)
     typer.echo(result.data_line, err=True)
     for label, files in result.files.items():
         typer.echo(f"{label}: {len(files)} reconstructions, mean PSNR {result.psnr[label]:.2f} dB "
@@ -48,4 +49,4 @@ def reconstruct(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("reconstruct")(reconstruct)
+    app.command("reconstruct", cls=aliased(grid_n="--grid-columns"))(reconstruct)

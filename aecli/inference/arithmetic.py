@@ -90,7 +90,7 @@ def arithmetic(
     apply: str | None = None,
     scales: Sequence[float] = (1.0,), n: int | None = None, batch_size: int = 64, device: str = "auto",
     class_name: str | None = None, ema: bool = False, save_vector: str | os.PathLike[str] | None = None,
-    data_root: str | None = None, progress: bool = True,
+    data_root: str | None = None, progress: bool = True, tile_size: int | None = None,
 ) -> ArithmeticResult:
     """Add ``scale · (mean z(plus) − mean z(minus))`` to every image of ``apply`` (None: the first
     ``n`` (default DEFAULT_APPLY_N) held-out images of the checkpoint's training data); grid at ``out``."""
@@ -117,7 +117,9 @@ def arithmetic(
         columns.append(m.decode(z + s * vector, targets.labels))
     # Row-major: image i's original, then its edit at every scale.
     images = torch.stack(columns, dim=1).flatten(0, 1)
-    save_grid(images, out_path, nrow=len(columns))
+    save_grid(images, out_path, len(columns), row_labels=[Path(name).name for name in targets.names],
+              column_labels=["original", *(f"scale {s:g}" for s in scales)],
+              title=f"v = mean z({plus}) − mean z({minus}); each column decodes z + scale·v", tile_size=tile_size)
     if save_vector is not None:
         save_latents(save_vector, {"vector": vector}, [], {"plus": plus, "minus": minus,
                                                           "checkpoint": str(checkpoint)})
@@ -161,11 +163,23 @@ def parse_expression(expr: str) -> list[tuple[float, str]]:
     return terms
 
 
+def expression_labels(terms: list[tuple[float, str]]) -> list[str]:
+    """Column labels of an --expr grid: each operand with its operator and weight, then "= result"."""
+    labels = []
+    for i, (weight, source) in enumerate(terms):
+        sign = "−" if weight < 0 else ("" if i == 0 else "+")
+        coef = "" if abs(weight) == 1 else f"{abs(weight):g}×"
+        name = Path(source.rstrip("/")).name or source
+        what = name if Path(source).suffix else f"mean of {name}/"
+        labels.append(f"{sign} {coef}{what}".strip())
+    return [*labels, "= result"]
+
+
 @torch.no_grad()
 def expression(
     checkpoint: str | os.PathLike[str], expr: str, out: str | os.PathLike[str], *, batch_size: int = 64,
     device: str = "auto", class_name: str | None = None, ema: bool = False, data_root: str | None = None,
-    progress: bool = True,
+    progress: bool = True, tile_size: int | None = None,
 ) -> ArithmeticResult:
     """Evaluate a latent expression over images (or folders' mean latents) and decode the result.
 
@@ -191,7 +205,8 @@ def expression(
             shown.append(m.decode(z[None], data.labels[:1]))
     shown.append(m.decode(total[None], first_labels))
     images = torch.cat(shown)
-    save_grid(images, out_path, nrow=len(images))
     text = " ".join(f"{'-' if w < 0 else '+'} {'' if abs(w) == 1 else f'{abs(w):g}*'}{s}" for w, s in terms)
     text = text.removeprefix("+ ")
+    save_grid(images, out_path, len(images), column_labels=expression_labels(terms), title=f"decoded {text}",
+              tile_size=tile_size)
     return ArithmeticResult(out_path, total, images, 1, len(images), f"decoded {text}")

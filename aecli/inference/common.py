@@ -11,6 +11,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from aecli.atomic import check_writable
 from aecli.errors import UsageError
 
 # Why a family cannot do something, in the words a user needs (see `aecli models` for the table).
@@ -20,9 +21,9 @@ _NO_PRIOR = "it is a plain autoencoder with no prior to sample from; pass --fit 
 
 
 def check_capability(model: Any, path: str | os.PathLike[str], command: str, *, encoder: bool = False,
-                     decoder: bool = False, prior: bool = False) -> None:
+                     decoder: bool = False, prior: bool = False, sampling: bool = False) -> None:
     """Raise UsageError naming the family, the command and why, when ``model`` (a model or a family
-    class) lacks a capability."""
+    class) lacks a capability. ``sampling``: `sample`, with or without --fit."""
     from aecli.commands.models import supported_commands
 
     reasons = []
@@ -30,7 +31,9 @@ def check_capability(model: Any, path: str | os.PathLike[str], command: str, *, 
         reasons.append(_NO_ENCODER)
     if decoder and not model.decodes_latent:
         reasons.append(_NO_LATENT_DECODE)
-    if prior and not model.has_prior:
+    if sampling and model.sample_refusal:
+        reasons.append(model.sample_refusal)
+    elif prior and not model.has_prior:
         reasons.append(_NO_PRIOR)
     if reasons:
         cls = model if isinstance(model, type) else type(model)
@@ -169,7 +172,7 @@ def checkpoint_labels(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
 
 
 def check_png_path(out: str | os.PathLike[str], option: str = "--out") -> Path:
-    p = Path(out)
+    p = check_writable(out, option)
     if p.suffix.lower() != ".png":
         raise UsageError(f"{option} must be a .png file, got {out}")
     if p.is_dir():

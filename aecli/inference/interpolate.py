@@ -86,8 +86,10 @@ def _endpoints(model: Any, spec: Any, path: Any, dev: torch.device, *, from_imag
         full = open_for(spec, data, checkpoint=path, split=split, limit=max(from_index, to_index) + 1,
                         data_root=data_root)
         if max(from_index, to_index) >= len(full):
-            raise UsageError(f"index {max(from_index, to_index)} is out of range: the {full.provenance.split} split of "
-                             f"{full.provenance.source} has {full.provenance.split_size} images")
+            p = full.provenance
+            where = p.source if p.split == "files" else f"the {p.split} split of {p.source}"
+            raise UsageError(f"index {max(from_index, to_index)} is out of range: {where} has {p.split_size} "
+                             f"image{'' if p.split_size == 1 else 's'}")
         pair = full.subset([from_index, to_index])
         pair.provenance = full.provenance
         mode = "indices"
@@ -102,6 +104,21 @@ def _endpoints(model: Any, spec: Any, path: Any, dev: torch.device, *, from_imag
     return mode, z, pair.labels, pair.provenance.line(len(pair))
 
 
+def _end_names(mode: str, from_image: str | None, to_image: str | None, from_index: int | None,
+               to_index: int | None, seed: int) -> tuple[str, str]:
+    if mode == "images":
+        return Path(str(from_image)).name, Path(str(to_image)).name
+    if mode == "indices":
+        return f"image #{from_index}", f"image #{to_index}"
+    return f"prior draw 0 (seed {seed})", f"prior draw 1 (seed {seed})"
+
+
+def walk_labels(steps: int, start: str, end: str) -> list[str]:
+    """Column labels of a walk: t of every frame; the end points also say what they are."""
+    ts = [f"t={i / (steps - 1):.2f}".rstrip("0").rstrip(".") if steps > 1 else "t=0" for i in range(steps)]
+    return [f"{start}\n{ts[0]}", *ts[1:-1], f"{end}\n{ts[-1]}"] if steps > 1 else [f"{start}\n{ts[0]}"]
+
+
 @torch.no_grad()
 def interpolate(
     checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *, from_image: str | None = None,
@@ -109,8 +126,10 @@ def interpolate(
     data: str | None = None, split: str = "auto", steps: int = 10, method: str = "lerp", seed: int = 0,
     temperature: float = 1.0, gif: str | os.PathLike[str] | None = None, frame_ms: int = 100,
     class_name: str | None = None, device: str = "auto", ema: bool = False, data_root: str | None = None,
+    tile_size: int | None = None,
 ) -> InterpolateResult:
-    """Decode ``steps`` latents from one end point to the other into a one-row grid at ``out``."""
+    """Decode ``steps`` latents from one end point to the other into a one-row grid at ``out``, its
+    columns labelled with t and the end points with what they are."""
     from aecli.devices import resolve_device
     from aecli.images import save_grid
     from aecli.inference.common import check_png_path, labels_for, load_for, parse_class, precheck
@@ -140,6 +159,8 @@ def interpolate(
     first_label = end_labels[:1].repeat(steps) if end_labels is not None else None
     labels = labels_for(model, steps, class_index, first_label)
     images = decode_latents(model, walk, spec, labels)
-    save_grid(images, out_path, nrow=steps)
+    save_grid(images, out_path, steps, column_labels=walk_labels(steps, *_end_names(mode, from_image, to_image,
+                                                                                  from_index, to_index, seed)),
+              title=f"{method} in latent space", tile_size=tile_size)
     gif_path = save_gif(images, gif, frame_ms) if gif is not None else None
     return InterpolateResult(out_path, gif_path, mode, method, walk, images, data_line)

@@ -80,18 +80,20 @@ def reconstruct(
     n: int | None = None, random: bool = False, seed: int = 0, split: str = "auto", batch_size: int = 64,
     device: str = "auto", save_latents: str | os.PathLike[str] | None = None, image_size: int | None = None,
     class_name: str | None = None, ema: bool = False, grid_n: int = 16, data_root: str | None = None,
-    progress: bool = True,
+    progress: bool = True, tile_size: int | None = None,
 ) -> ReconstructResult:
     """Reconstruct images from ``data`` (folder, files, dataset name; None: the checkpoints' training
     source) with every checkpoint. ``split`` of a source is made as training made it when the source is
     the checkpoint's training data (aecli.data.open_for).
 
     Writes ``out/<input name>.png`` (one checkpoint) or ``out/<checkpoint>/<input name>.png`` (several),
-    and ``out/comparison.png``: the first ``grid_n`` inputs in row 1, then one row per checkpoint.
+    and ``out/comparison.png``: the first ``grid_n`` inputs in row 1 ("ground truth"), then one row per
+    checkpoint, labelled with its name; tiles shown ``tile_size`` px (see aecli.images.tile_size_for).
     """
     from aecli.data import open_for, to_model_input
     from aecli.data.identity import source_key
     from aecli.data.sources import SPLIT_CHOICES
+    from aecli.atomic import check_writable
     from aecli.devices import resolve_device
     from aecli.images import save_grid, save_png
     from aecli.inference.common import (
@@ -108,10 +110,10 @@ def reconstruct(
     if n is not None and n < 1:
         raise UsageError(f"--n must be at least 1, got {n}")
     if grid_n < 1:
-        raise UsageError(f"--grid-n must be at least 1, got {grid_n}")
+        raise UsageError(f"--grid-columns must be at least 1, got {grid_n}")
     if image_size is not None and image_size < 1:
         raise UsageError(f"--image-size must be positive, got {image_size}")
-    out_dir = Path(out)
+    out_dir = check_writable(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out} is a file; give a folder")
     if save_latents is not None and not str(save_latents).endswith(".safetensors"):
@@ -195,7 +197,8 @@ def reconstruct(
             meta_ckpts.append({"label": label, "path": str(path), "family": header.family,
                                "latent_shape": list(model.latent_shape)})
             del ckpt, model
-    save_grid(_grid_rows(grid_rows), result.comparison, nrow=shown)
+    save_grid(_grid_rows(grid_rows), result.comparison, shown, row_labels=["ground truth", *labels_out],
+              tile_size=tile_size)
     if save_latents is not None:
         latent_tensors["labels"] = first.labels.clone()
         result.latents = write_latents(save_latents, latent_tensors, names, {

@@ -72,6 +72,7 @@ class _Plan:
     class_index: int | None = None  # --class: every sample is this class
     per_class: int | None = None  # --per-class M: samples c·M … c·M+M-1 are class c, in dirs[c]
     dirs: Sequence[str] = ()
+    row_labels: list[str] | None = None  # class names of a --per-class grid
 
     def label(self, i: int) -> int | None:
         if not self.class_count:
@@ -90,6 +91,7 @@ class _Plan:
 
 def _plan(model: Any, n: int | None, class_index: int | None, per_class: int | None,
           class_names: Sequence[str], nrow: int | None) -> _Plan:
+    from aecli.images import grid_shape
     from aecli.inference.common import unique_output_names
 
     k = model.config.num_classes if model.is_conditional else 0
@@ -103,12 +105,12 @@ def _plan(model: Any, n: int | None, class_index: int | None, per_class: int | N
         # One folder per class, never shared: names that clean up alike ("a:b", "a_b") get "-1", "-2"…
         names_of = [class_names[c] if c < len(class_names) else str(c) for c in range(k)]
         dirs = unique_output_names([name.replace("/", "_").replace("\\", "_") for name in names_of], "")
-        return _Plan(k * per_class, k, per_class, k, per_class=per_class, dirs=dirs)
+        return _Plan(k * per_class, k, per_class, k, per_class=per_class, dirs=dirs, row_labels=names_of)
     if n is None or n < 1:
         raise UsageError(f"--n must be at least 1, got {n}")
-    columns = nrow or math.ceil(math.sqrt(n))
+    rows, columns = grid_shape(n, nrow)  # no empty cell unless --grid-columns asks for one
     # no class asked: labels cycle through the classes so every class shows up
-    return _Plan(n, math.ceil(n / columns), columns, k, class_index=class_index)
+    return _Plan(n, rows, columns, k, class_index=class_index)
 
 
 def _check_manifest(folder: Path, settings: dict[str, Any]) -> None:
@@ -137,13 +139,14 @@ def sample(
     temperature: float = 1.0, seed: int = 0, class_name: str | None = None, per_class: int | None = None,
     fit: str | Sequence[str] | None = None, fit_kind: str = "auto", fit_n: int = 10_000, fit_split: str = "train",
     batch_size: int = 256, device: str = "auto", nrow: int | None = None, ema: bool = False,
-    data_root: str | None = None, progress: bool = True,
+    data_root: str | None = None, progress: bool = True, tile_size: int | None = None,
 ) -> SampleResult:
     """Sample a checkpoint into ``out``: a ``.png`` path gives one grid, anything else a folder of PNGs."""
     from aecli.atomic import write_text
     from aecli.data import open_for
     from aecli.devices import resolve_device
     from aecli.images import save_grid
+    from aecli.atomic import check_writable
     from aecli.inference.common import load_for, parse_class, precheck, tty
     from aecli.inference.latents import encode_images, fit_gaussian
 
@@ -152,14 +155,15 @@ def sample(
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     if nrow is not None and nrow < 1:
-        raise UsageError(f"--nrow must be at least 1, got {nrow}")
-    out_path = Path(out)
+        raise UsageError(f"--grid-columns must be at least 1, got {nrow}")
+    out_path = check_writable(out)
     as_grid = out_path.suffix.lower() == ".png"
     if as_grid and out_path.is_dir():
         raise UsageError(f"--out {out} is a folder; a .png path gives a grid, a folder gives one PNG per sample")
     if not as_grid and out_path.exists() and not out_path.is_dir():
         raise UsageError(f"--out {out} is a file; give a .png path (grid) or a folder (one PNG per sample)")
     needs = {"encoder": True, "decoder": True} if fit is not None else {"prior": True}
+    needs["sampling"] = True
     precheck(checkpoint, "sample" if fit is None else "sample --fit", **needs)
     dev = resolve_device(device)
     ckpt = load_for(checkpoint, dev, "sample" if fit is None else "sample --fit", ema=ema, **needs)
@@ -191,7 +195,7 @@ def sample(
 
     if as_grid:
         images = torch.cat([decode(range(a, min(plan.n, a + batch_size))) for a in range(0, plan.n, batch_size)])
-        save_grid(images, out_path, nrow=plan.columns)
+        save_grid(images, out_path, plan.columns, row_labels=plan.row_labels, tile_size=tile_size)
         return SampleResult(out_path, "grid", plan.n, 1, 0, prior, plan.rows, plan.columns, data_line)
 
     settings = {"checkpoint": os.path.abspath(checkpoint), "seed": seed, "temperature": temperature,

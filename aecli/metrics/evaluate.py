@@ -23,6 +23,7 @@ from aecli.errors import UsageError
 from aecli.hashing import sha256_file
 from aecli.metrics import DEFAULT_METRICS, ENCODER_METRICS, GEN_METRICS, METRICS, RECON_METRICS, fidelity
 from aecli.metrics import reconstruction as rec
+from aecli.metrics.codebook import CODEBOOK_KEYS, CodebookStats, plot_usage
 from aecli.metrics.classifier import ClassifierCache, ClassifierConfig, check_labelled, real_accuracy, sample_scores
 from aecli.metrics.latent_stats import DEFAULT_ACTIVE_THRESHOLD, LatentStats
 from aecli.metrics.perceptual import lpips_distance, lpips_resize_note
@@ -49,6 +50,9 @@ METRIC_HELP = {
     "rfid": "FID of the reconstructions against their inputs",
     "latent": "latent statistics of the encoder means: active dims (variance > threshold), mean |z|, "
               "total variance",
+    "codebook": "vector-quantised families: codes chosen over the evaluation set's latent positions; perplexity "
+                "= exp(entropy of code use), used codes, usage = used / codebook size, dead = never chosen "
+                "(--codebook-plots DIR: a per-code usage histogram PNG per checkpoint)",
     "fid": "FID of --samples prior draws against the evaluation set",
     "is": "Inception Score of --samples prior draws (10 splits)",
     "kid": "KID of --samples prior draws against the evaluation set (subset size min(1000, N))",
@@ -91,9 +95,14 @@ class EvalConfig:
     data_root: str | None = None
     seed: int = 0  # prior draws for fid/is/kid and class-acc
     class_samples: int = 100  # class-acc: draws per class
+    codebook_plots: str | None = None  # codebook: folder for each checkpoint's usage histogram PNG
+    baseline: str | None = None  # "pca" or "pca:K": a PCA row after each checkpoint's (aecli.metrics.baseline)
 
     def validate(self) -> None:
         self.metrics = parse_metrics(self.metrics)
+        from aecli.metrics.baseline import parse_baseline
+
+        parse_baseline(self.baseline)
         check_net(self.lpips_net)
         for name, value in (("--n", self.n), ("--samples", self.samples), ("--batch-size", self.batch_size),
                             ("--class-samples", self.class_samples)):
@@ -397,6 +406,8 @@ class Evaluator:
         kl: list[torch.Tensor] = []
         kl_na = ""
         latent = LatentStats()
+        codebook = CodebookStats(model.config.codebook_size) \
+            if "codebook" in wanted and hasattr(model, "quantizer") else None
         rec_bank, ref_bank = fidelity.FeatureBank(), fidelity.FeatureBank()
         with torch.no_grad():
             for x_u8, labels in BatchLoader(ds, self.cfg.batch_size, shuffle=False, device=self.device):
@@ -418,6 +429,8 @@ class Evaluator:
                         kl_na = f"{row.family} is not a VAE (deterministic latent)"
                 if "latent" in wanted:
                     latent.update(out.posterior.mode())
+                if codebook is not None and out.quant is not None:
+                    codebook.update(out.quant.indices)
                 if "rfid" in wanted:
                     rec_bank.add(self.features(fidelity.to_uint8(pred)))
         if collect_ref:
@@ -434,6 +447,8 @@ class Evaluator:
                     row.notes[VALUE_KEYS["kl"]] = "KL of the base posterior q0, before the planar flows"
         if "latent" in wanted:
             self._latent(row, latent)
+        if "codebook" in wanted:
+            self._codebook(row, codebook)
         if "rfid" in wanted:
             self._distribution_metrics(row, rec_bank.result(), ref, ["rfid"], len(ds), "reconstructed")
         return ref
@@ -447,6 +462,26 @@ class Evaluator:
         row.values.update(latent.summary(self.cfg.active_threshold))
         row.notes["latent"] = (f"encoder means {'x'.join(map(str, latent.shape))}; active = variance > "
                                f"{self.cfg.active_threshold:g}")
+
+    def _codebook(self, row: Row, stats: CodebookStats | None) -> None:
+        if stats is None:
+            for k in CODEBOOK_KEYS:
+                row.values[k] = None
+            row.notes["codebook"] = f"n/a: {row.family} has no codebook (vector-quantised families: vq-vae, vqgan)"
+            return
+        row.values.update(stats.summary())
+        note = f"{int(stats.counts.sum())} latent positions"
+        if self.cfg.codebook_plots:
+            path = Path(self.cfg.codebook_plots) / f"{_plot_stem(row.name)}_codebook.png"
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                short = "/".join(Path(row.name).parts[-2:])
+                plot_usage(stats.counts, path, f"{row.family} {short}: code usage over {row.n} images")
+            except OSError as exc:
+                raise UsageError(f"cannot write the codebook histogram to {path}: {exc.strerror}; "
+                                 "choose a writable --codebook-plots folder") from None
+            note += f"; histogram {path}"
+        row.notes["codebook"] = note
 
     # -- folders -----------------------------------------------------------------------------------
     def evaluate_folders(self, pred_dir: str, ref_dir: str, skip_unpaired: bool = False) -> Row:
@@ -464,6 +499,10 @@ class Evaluator:
                 row.na(m, "use fid: the predictions are the reconstructions")
             elif m == "class-acc":
                 _class_na(row, "needs a class-conditional checkpoint")
+            elif m == "codebook":
+                for k in CODEBOOK_KEYS:
+                    row.values[k] = None
+                row.notes[m] = "n/a: needs a checkpoint"
         wanted = [m for m in cfg.metrics if m in RECON_METRICS]
         dist = [m for m in cfg.metrics if m in GEN_METRICS]
         recon = _Recon(wanted, self.lpips() if "lpips" in wanted else None, cfg.lpips_net)
@@ -526,10 +565,15 @@ def evaluate_checkpoints(paths: Iterable[str | os.PathLike[str]], cfg: EvalConfi
     paths = list(paths)
     if not paths:
         raise UsageError("give at least one checkpoint, or --pred DIR --ref DIR")
+    from aecli.metrics.baseline import parse_baseline, pca_row
+
+    k = parse_baseline(cfg.baseline)
     ev = Evaluator(cfg, log)
     rows = []
     for p in paths:
         rows.append(ev.evaluate_checkpoint(p))
+        if k is not None:
+            rows.append(pca_row(ev, p, k))
         if ev.device.type == "cuda":
             torch.cuda.empty_cache()
     return ev.report(rows)
@@ -549,6 +593,9 @@ def columns(report: EvalReport) -> list[str]:
         if m == "latent":
             keys += list(LATENT_KEYS)
             continue
+        if m == "codebook":
+            keys += list(CODEBOOK_KEYS)
+            continue
         if m == "class-acc":  # then every per-class key any row has, in first-seen order
             keys += list(CLASS_KEYS)
             keys += [k for k in dict.fromkeys(k for r in report.rows for k in r.values) if "[" in k]
@@ -558,6 +605,12 @@ def columns(report: EvalReport) -> list[str]:
         if m in PER_IMAGE or m in ("is", "kid"):
             keys.append(f"{key}_std")
     return keys
+
+
+def _plot_stem(name: str) -> str:
+    """runs/a/best.safetensors → a_best: the run folder keeps histograms of a sweep apart."""
+    p = Path(name)
+    return "_".join(part for part in (p.parent.name, p.stem) if part) or "checkpoint"
 
 
 def format_value(value: float | None) -> str:

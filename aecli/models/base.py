@@ -8,6 +8,8 @@ with every family that has the needed capability:
 - ``has_prior``: latents are trained towards N(0, I), so ``sample()`` is meaningful (VAEs, flow-VAE, GAN).
 - ``decodes_latent``: ``decode(z)`` works from a latent alone (interpolate, arithmetic, sample --fit).
   False for ``skip-ae``, whose decoder also needs the encoder's skip features.
+- ``sample_refusal``: non-empty when ``sample`` (with or without --fit) is meaningless, with the reason
+  (vector-quantised families: no prior over their codes).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from aecli.models.distributions import DiagonalGaussian, PointLatent
 
 ACTIVATIONS = ("mish", "silu", "relu", "leakyrelu")
 NORMS = ("batch", "group", "none")
-OUTPUTS = ("tanh", "sigmoid")
+OUTPUTS = ("tanh", "sigmoid", "none")  # none: unbounded (LDM/diffusers decoders), data in [-1, 1]
 
 
 @dataclass
@@ -32,10 +34,13 @@ class BaseConfig:
     image_size: int = 32
     channels: int = 3
     num_classes: int = 0  # > 0: conditional decoder (class embedding added to the latent)
-    output_activation: str = "tanh"  # tanh → data in [-1, 1]; sigmoid → data in [0, 1]
+    output_activation: str = "tanh"  # tanh/none → data in [-1, 1]; sigmoid → data in [0, 1]
 
     # Sizes are checked against this; families override ``size_multiple``/``min_size``.
     MAX_IMAGE_SIZE: ClassVar[int] = 1024
+    # Options a family added after its checkpoints were first written, mapped to the value that rebuilds
+    # files saved without them (a new default must not change what an old checkpoint means).
+    LEGACY: ClassVar[dict[str, Any]] = {}
 
     def size_multiple(self) -> int:
         return 1
@@ -88,6 +93,7 @@ class AEOutput:
     z: torch.Tensor  # the latent the decoder saw (after flows, before class conditioning)
     z0: torch.Tensor | None = None  # flow-vae: the posterior sample before the flows
     log_det: torch.Tensor | None = None  # flow-vae: sum of log|det J| over flows, shape (B,)
+    quant: Any = None  # vq families: the QuantizerOutput (codes, quantiser loss, codebook health)
 
 
 def make_activation(name: str) -> nn.Module:
@@ -116,6 +122,8 @@ def make_norm(name: str, channels: int, groups: int = 32) -> nn.Module:
 
 
 def make_output(name: str) -> nn.Module:
+    if name == "none":
+        return nn.Identity()
     return nn.Tanh() if name == "tanh" else nn.Sigmoid()
 
 
@@ -129,6 +137,7 @@ class Autoencoder(nn.Module):
     has_encoder: ClassVar[bool] = True
     has_prior: ClassVar[bool] = False
     decodes_latent: ClassVar[bool] = True
+    sample_refusal: ClassVar[str] = ""
 
     def __init__(self, config: BaseConfig) -> None:
         super().__init__()
@@ -157,7 +166,7 @@ class Autoencoder(nn.Module):
 
     @property
     def value_range(self) -> tuple[float, float]:
-        return (-1.0, 1.0) if self.config.output_activation == "tanh" else (0.0, 1.0)
+        return (0.0, 1.0) if self.config.output_activation == "sigmoid" else (-1.0, 1.0)
 
     @property
     def is_conditional(self) -> bool:

@@ -73,8 +73,10 @@ def _evaluations(run: Path, extra: list[Path]) -> dict[str, Any]:
             data = None
         rows = data.get("rows") if isinstance(data, dict) else None
         if not isinstance(rows, list):
-            warnings.warn(f"{path} is not readable JSON from `aecli evaluate --json` (an object with \"rows\"); "
-                          "its figures are left out", stacklevel=2)
+            problem = f"{path} is not readable JSON from `aecli evaluate --json` (an object with \"rows\")"
+            if path in extra:  # named on the command line: the user's mistake to fix, not to skip
+                raise UsageError(f"--eval {problem}; give a file written by `aecli evaluate --json`")
+            warnings.warn(f"{problem}; its figures are left out", stacklevel=2)
             continue
         for row in rows:
             if not isinstance(row, dict) or not isinstance(row.get("name"), str) \
@@ -111,7 +113,7 @@ def collect_runs(run_dirs: list[Path], eval_files: list[Path] | None = None,
     """Summaries of the run folders; a path that holds no run (`report runs/*` meets other folders and
     files) is skipped with a ``note``, a run whose config or checkpoint is damaged is left out with a
     warning naming the file, and only no run at all is an error."""
-    runs = []
+    runs, damaged = [], 0
     for run in run_dirs:
         config_path = run / "config.json"
         ckpt = run / "best.safetensors" if (run / "best.safetensors").exists() else run / "last.safetensors"
@@ -121,11 +123,13 @@ def collect_runs(run_dirs: list[Path], eval_files: list[Path] | None = None,
             continue
         config = _read_config(config_path)
         if config is None:
+            damaged += 1
             continue
         try:
             architecture = _architecture(ckpt)
         except AecliError as exc:
             warnings.warn(f"{ckpt} cannot be read ({exc}); that run is left out of the report", stacklevel=2)
+            damaged += 1
             continue
         grids = run / "grids"
         images = {}
@@ -138,9 +142,12 @@ def collect_runs(run_dirs: list[Path], eval_files: list[Path] | None = None,
         runs.append(RunSummary(name=run.name, path=run, family=config["family"], config=config,
                                architecture=architecture, final=_last_epoch_losses(run),
                                evaluation=_evaluations(run, eval_files or []), images=images))
+    if not runs and damaged:
+        raise UsageError(f"none of the {len(run_dirs)} run folder(s) could be read (see the warnings above); "
+                         "fix or leave out the damaged files")
     if not runs:
-        raise UsageError(f"none of the {len(run_dirs)} given path(s) is a readable aecli run folder (config.json "
-                         "and best/last.safetensors; see the notes above); give folders made by `aecli train`")
+        raise UsageError(f"none of the {len(run_dirs)} given path(s) is an aecli run folder (config.json and "
+                         "best/last.safetensors); give folders made by `aecli train`")
     return runs
 
 

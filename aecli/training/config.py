@@ -17,6 +17,7 @@ from aecli.errors import UsageError
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULERS = ("none", "step", "cosine", "plateau")
 PRECISIONS = ("fp32", "bf16", "fp16")
+OBJECTIVES = ("default", "ldm")
 
 
 @dataclass
@@ -47,6 +48,7 @@ class TrainConfig:
     weights_dir: str | None = None  # where pretrained files live (default $TORCH_HOME/hub/checkpoints)
     adv: float = 0.0
     adv_start: int = 0
+    objective: str = "default"  # default | ldm (taming/LDM LPIPSWithDiscriminator, aecli.losses.ldm)
     # optimisation
     epochs: int | None = None  # None: 10, or as many as --max-steps needs when that is given
     max_steps: int = 0  # stop after this many optimizer steps (0: no limit); resumable
@@ -58,8 +60,8 @@ class TrainConfig:
     optimizer: str = "adam"
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
-    scheduler: str = "none"
-    warmup_steps: int = 0
+    scheduler: str = "cosine"  # with warm-up: the default a new user gets (BENCHMARKS.md, model quality)
+    warmup_steps: int = 50
     step_size: int = 10  # epochs between step-scheduler decays
     gamma: float = 0.5  # step decay factor / plateau factor (seed 001: 0.5)
     patience: int = 10  # plateau patience in epochs (seed 001: 10)
@@ -100,6 +102,7 @@ class TrainConfig:
         need(self.lr_d is None or self.lr_d > 0, f"--lr-d must be positive, got {self.lr_d}")
         need(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
         need(self.scheduler in SCHEDULERS, f"--scheduler must be one of {', '.join(SCHEDULERS)}")
+        need(self.objective in OBJECTIVES, f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         need(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}")
         need(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
              f"--betas must be two numbers in [0, 1), e.g. 0.5,0.999; got {self.betas}")
@@ -111,7 +114,7 @@ class TrainConfig:
         need(0 < self.gamma <= 1, f"--gamma must be a decay factor in (0, 1], e.g. 0.5; got {self.gamma}")
         need(self.patience >= 0, f"--patience must be >= 0 epochs, got {self.patience}")
         need(self.workers is None or self.workers >= 1, f"--workers must be at least 1, got {self.workers}")
-        need(self.grid_size >= 1, f"--grid-size must be at least 1, got {self.grid_size}")
+        need(self.grid_size >= 1, f"--grid-columns must be at least 1, got {self.grid_size}")
         for name in ("beta", "free_bits", "lpips", "adv", "weight_decay", "grad_clip"):
             need(getattr(self, name) >= 0, f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         for name in ("kl_warmup_steps", "kl_cycles", "adv_start", "warmup_steps", "save_every_steps", "keep"):
