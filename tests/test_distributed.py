@@ -122,7 +122,7 @@ def test_srun_rendezvous_defaults_from_slurm(monkeypatch: pytest.MonkeyPatch) ->
 
 def test_stop_vote_without_process_group_is_the_local_flag() -> None:
     vote = distributed.StopVote(torch.device("cpu"))
-    assert vote(False) is False and vote(True) is True
+    assert vote(0) == 0 and vote(1) == 1 and vote(2) == 2  # 0: go on; 1: out of --max-time; 2: a signal
     vote.drain()
 
 
@@ -202,3 +202,18 @@ def test_two_rank_vae_resumes_bit_identically(tmp_path: Path) -> None:
     resumed = ranks(tmp_path / "run", str(free_port()))
     assert [r.finish() for r in resumed] == [0, 0], [r.stderr for r in resumed]
     assert_same_weights(tmp_path / "run" / "last.safetensors", tmp_path / "ref" / "last.safetensors")
+
+
+def test_two_ranks_with_gradient_accumulation_train_like_one_process_with_the_global_batch(
+        single_batch64: Path, tmp_path: Path) -> None:
+    """2 ranks × batch 16 × --grad-accum-steps 2: DDP all-reduces once per step (no_sync on the first
+    micro-batch) and the result equals 1 process × batch 64."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
+           f"--master_port={free_port()}", "-m", "aecli",
+           *mlp_args(16, "--grad-accum-steps", "2", "--out", str(out), "--log-every", "1000")]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=clean_env(), timeout=240)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "batch 16 × 2 accumulated × 2 processes = global batch 64; 50 steps" in done.stdout
+    assert_close_weights(out / "last.safetensors", single_batch64 / "last.safetensors")
+    assert read_header(out / "last.safetensors").training["effective_batch"] == 64

@@ -30,6 +30,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
+from aecli.locking import LOCK_FILE
+
 FAMILY = "conv-vae"  # VAE noise from the global RNG: resume exactness needs the RNG state restored
 PACKAGE = Path(__file__).resolve().parents[1] / "aecli"
 runner = CliRunner()
@@ -260,7 +262,9 @@ def test_kill_9_at_exact_point(name: str, kills: tuple[Path, dict[str, Any]]) ->
             load_state(killed)
         else:
             load_model(p)
-    partial = [p.name for p in killed.iterdir() if p.name.startswith(".")]
+    # The dead process's run-folder lock stays behind (hidden, never partial data); the resume takes it over.
+    assert (killed / LOCK_FILE).exists()
+    partial = [p.name for p in killed.iterdir() if p.name.startswith(".") and p.name != LOCK_FILE]
     assert all(n.endswith(".tmp") for n in partial), partial
     if (killed / "state.safetensors").exists():  # else: killed before the first checkpoint, resume starts afresh
         assert (killed / "last.safetensors").exists()
@@ -273,6 +277,7 @@ def test_kill_9_at_exact_point(name: str, kills: tuple[Path, dict[str, Any]]) ->
     assert sorted(p.name for p in final.glob("step*.safetensors")) == ["step00000003.safetensors",
                                                                        "step00000004.safetensors"]
     assert not list(final.glob(".*.tmp")), "stale temp files are removed on resume"
+    assert not (final / LOCK_FILE).exists(), "the stale lock was taken over and released"
 
 
 # -- disk full and write errors -------------------------------------------------------------------------

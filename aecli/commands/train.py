@@ -87,6 +87,10 @@ def build_config(family: str, cli: dict[str, Any], given: set[str], toml: dict[s
     names = {f.name for f in dataclasses.fields(TrainConfig)}
     values = check_options({k: v for k, v in toml.items() if k != "family"}, where)
     model = check_model_options(family, values.pop("model", {}), where)
+    try:  # the file's values in range, named as the file's (the command line is checked later)
+        TrainConfig(family=family, model=model, **values).validate()
+    except UsageError as exc:
+        raise UsageError(f"{where}: {exc}") from None
     for k, v in cli.items():
         if k in given or k not in values:
             values[k] = v
