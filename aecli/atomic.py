@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from aecli.errors import UsageError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -71,3 +73,21 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def check_writable(out: str | os.PathLike[str], option: str = "--out") -> Path:
+    """Refuse, before any work, an output path that cannot be written: under a file, in a read-only
+    folder or file system. Bad input (exit 2), not a runtime failure found after the work is done."""
+    p = Path(out)
+    ancestor = p.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UsageError(f"{option} {out}: {ancestor} is a file, not a folder; choose another {option}")
+    try:  # a real probe: access() says yes to root on read-only or pseudo file systems (/sys)
+        with tempfile.TemporaryFile(dir=ancestor, prefix=".aecli-probe."):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option} {out}: cannot write in {ancestor} ({exc.strerror}); choose another "
+                         f"{option}") from None
+    return p

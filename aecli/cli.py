@@ -51,8 +51,24 @@ for _name in COMMANDS:
     importlib.import_module(f"aecli.commands.{_MODULES.get(_name, _name)}").register(app)
 
 
+def _flags_without_metavar() -> None:
+    """Typer's help shows every flag with a ``<bool>`` metavar, as if it took a value (``--ema <bool>``);
+    a flag takes none, so its type column stays empty."""
+    from typer.core import TyperOption
+
+    shown = TyperOption.display_type_rich
+
+    def display_type_rich(self: TyperOption, ctx: typer.Context) -> str | None:  # type: ignore[name-defined]
+        return None if self.is_flag else shown(self, ctx)
+
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_without_metavar()
+
+
 # Commands whose result is what they print: with standard output closed they would do nothing useful.
-PRINTS_RESULT = ("models", "info", "weights")
+PRINTS_RESULT = ("models", "info", "weights list", "weights check")
 
 
 class _StdoutGuard(io.RawIOBase):
@@ -95,7 +111,9 @@ def _point_at_devnull() -> None:
 
 
 def _command_name(argv: list[str]) -> str:
-    return next((a for a in argv if not a.startswith("-")), "")
+    """The command (and sub-command) being run: the first words that are not options."""
+    words = [a for a in argv if not a.startswith("-")][:2]
+    return " ".join(words) if words[:1] == ["weights"] else " ".join(words[:1])
 
 
 def _guard_stdout() -> None:

@@ -111,7 +111,7 @@ def main() -> None:
         def evaluate(metrics: str, cache: str) -> None:
             res = runner.invoke(app, ["evaluate", str(ckpt), "--metrics", metrics, "--n", str(args.n),
                                       "--device", str(device), "--inception-weights", str(inception),
-                                      "--lpips-weights", str(trunk), "--cache-dir", str(work / cache),
+                                      "--lpips-weights", str(trunk), "--cache", str(work / cache),
                                       "--batch-size", str(args.batch_size)])
             if res.exit_code != 0:
                 raise SystemExit(res.output)

@@ -25,7 +25,7 @@ aecli tsne "$RUN/mlp_ae/best.safetensors" --data digits --split all --out "$RUN/
 aecli train --config "$EX/seed002_glasses_vae.toml" --data shapes:480 --image-size 32 --epochs 8 --lr 1e-3 \
   --log-every 100 --out "$RUN/glasses_vae" --resume auto
 aecli evaluate "$RUN/glasses_vae/best.safetensors" --metrics mse,psnr,ssim,kl --split val
-aecli sample "$RUN/glasses_vae/best.safetensors" --n 18 --nrow 6 --out "$RUN/glasses_vae_samples.png"
+aecli sample "$RUN/glasses_vae/best.safetensors" --n 18 --grid-columns 6 --out "$RUN/glasses_vae_samples.png"
 
 # Encoding arithmetic needs attribute folders: write the shapes as PNGs, one folder per class.
 "$PYTHON" - "$RUN/shapes_by_class" <<'PY'

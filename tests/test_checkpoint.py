@@ -256,3 +256,35 @@ def test_absurd_config_is_refused_before_allocating() -> None:
     with pytest.raises(UsageError, match="parameters"):
         create_model("resnet-ae", image_size=32, widths=(10**6,) * 5)
     assert time.perf_counter() - start < 10
+
+
+# The config `aecli train conv-vae` saved before the residual trunk became the default: the full config of
+# that time, which has no "arch", "blocks", "patch" or "fc_hidden_decoder" key.
+OLD_CONV_VAE_CONFIG = {"image_size": 16, "channels": 1, "num_classes": 0, "output_activation": "tanh",
+                       "widths": [4, 8], "kernel_size": 4, "activation": "relu", "norm": "batch", "latent": "flat",
+                       "latent_dim": 6, "fc_hidden": 0, "init": "default", "final_conv": False, "unnormed": [],
+                       "valid_last": False}
+
+
+def test_checkpoint_saved_before_the_residual_default_loads_as_the_plain_trunk(tmp_path: Path) -> None:
+    """Changing a family's default must not change what an old file means: a saved config without "arch" is
+    the plain strided trunk (the only one there was), weights and outputs exactly as saved."""
+    torch.manual_seed(0)
+    old_kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in OLD_CONV_VAE_CONFIG.items()}
+    old = _trained_like(create_model("conv-vae", arch="plain", **old_kwargs)).eval()
+    path = tmp_path / "old.safetensors"
+    save_model(path, old, _spec(old), TRAINING)
+    # Rewrite the metadata as the older aecli wrote it (same tensors, config without the new keys).
+    with safe_open(str(path), "pt") as fh:
+        meta = dict(fh.metadata())
+    assert json.loads(meta["config"])["arch"] == "plain"
+    meta["config"] = json.dumps(OLD_CONV_VAE_CONFIG)
+    save_file(load_file(str(path)), str(path), metadata=meta)
+    assert "arch" not in read_header(path).config
+
+    loaded = load_model(path).model
+    assert loaded.config.arch == "plain" and [type(m) for m in loaded.encoder] == [type(m) for m in old.encoder]
+    for key, value in _outputs(old).items():
+        assert torch.equal(_outputs(loaded)[key], value), key
+    # The same options without "arch" today build the residual default: a different network.
+    assert create_model("conv-vae", **old_kwargs).config.arch == "residual"

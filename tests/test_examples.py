@@ -115,7 +115,8 @@ def test_recipe_keys_are_train_and_family_options(path: Path) -> None:
     assert set(model) <= options - {"image_size", "channels"}, sorted(set(model) - options)
     cfg = build_config(family, {}, set(), recipe)  # exactly what `aecli train --config` resolves
     cfg.validate()
-    assert cfg.model == model and cfg.epochs == recipe["epochs"] and cfg.lr == recipe["lr"]
+    lists_as_tuples = {k: tuple(v) if isinstance(v, list) else v for k, v in model.items()}  # TOML lists are typed
+    assert cfg.model == lists_as_tuples and cfg.epochs == recipe["epochs"] and cfg.lr == recipe["lr"]
     make_config(family, **full_model_kwargs(recipe))
 
 
@@ -180,6 +181,26 @@ def test_recipe_builds_at_full_size(path: Path) -> None:
         assert sorted(shapes(model)) == sorted([(256, 100), (256,), (512, 256), (512,), (1024, 512), (1024,),
                                                 (3072, 1024), (3072,), (1024, 3072), (1024,), (512, 1024),
                                                 (512,), (256, 512), (256,), (1, 256), (1,)])
+
+
+def test_seed004_cnn_vaes_decode_with_the_gru_vaes_decoder(recipes: dict[str, dict[str, Any]]) -> None:
+    """Seed 004: the CNN-CNN VAE (and the conditional VAE built on it) uses "the same decoder as in the first
+    architecture", the GRU VAE's: Linear(32 → 64×7×7) → ReLU → ConvT(64→32) → ReLU → ConvT(32→1) → Sigmoid."""
+    gru = create_model("gru-vae", **full_model_kwargs(recipes["seed004_quickdraw_gru_vae"]))
+    reference = shapes(gru.decoder)
+    assert sum(p.numel() for p in gru.decoder.parameters()) == 32 * 3136 + 3136 + 64 * 32 * 9 + 32 + 32 * 9 + 1
+    for name in ("seed004_quickdraw_cnn_vae", "seed004_quickdraw_cvae"):
+        torch.manual_seed(0)
+        model = create_model("conv-vae", **full_model_kwargs(recipes[name])).eval()
+        decoder = nn.Sequential(model.from_latent, model.decoder)
+        assert shapes(decoder) == reference, name
+        assert sum(p.numel() for p in decoder.parameters()) == 122_241, name
+        # The same function: the GRU VAE's decoder weights in the CNN VAE decode any z identically.
+        with torch.no_grad():
+            for dst, src in zip(decoder.parameters(), gru.decoder.parameters()):
+                dst.copy_(src)
+            z = torch.randn(3, 32)
+            assert torch.allclose(model._decode(z), gru.decoder(z), atol=1e-6), name
 
 
 # ---------------------------------------------------------------------------------------------- training
@@ -277,8 +298,10 @@ def test_recipe_trains_one_step(path: Path, tmp_path: Path, alexnet_file: Path, 
         assert "recon" in epoch
     if recipe.get("lpips", 0) > 0:
         assert epoch["lpips"] > 0
-    if family.endswith("vae"):
+    if family.endswith("vae") and not family.startswith("vq"):
         assert "kl" in epoch
+    if family.startswith("vq"):
+        assert epoch["vq_perplexity"] >= 1 and 0 < epoch["vq_used"] <= 1
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     for key in ("recon", "reduction", "beta", "lr", "lr_d", "weight_decay", "scheduler", "free_bits",
                 "kl_warmup_steps", "lpips", "optimizer"):

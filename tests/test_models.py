@@ -163,10 +163,15 @@ def test_bad_options_are_named(family: str) -> None:
 
 # -- conv trunk options ----------------------------------------------------------------------------
 @pytest.mark.parametrize("family,size,opts,latent", [
-    ("conv-ae", 32, {"latent": "spatial", "widths": (4, 8)}, (8, 8, 8)),
-    ("conv-vae", 32, {"latent": "spatial", "widths": (4, 8), "latent_dim": 3}, (3, 8, 8)),
-    ("conv-vae", 28, {"kernel_size": 3, "widths": (4, 8), "latent_dim": 5}, (5,)),
-    ("conv-ae", 32, {"final_conv": True, "norm": "group", "activation": "mish", "widths": (4, 8, 8)}, (32,)),
+    ("conv-ae", 32, {"arch": "plain", "latent": "spatial", "widths": (4, 8)}, (8, 8, 8)),
+    ("conv-vae", 32, {"arch": "plain", "latent": "spatial", "widths": (4, 8), "latent_dim": 3}, (3, 8, 8)),
+    ("conv-vae", 28, {"arch": "plain", "kernel_size": 3, "widths": (4, 8), "latent_dim": 5}, (5,)),
+    ("conv-ae", 32, {"arch": "plain", "final_conv": True, "norm": "group", "activation": "mish", "widths": (4, 8, 8)},
+     (32,)),
+    # The residual default: a latent_dim-channel spatial code at the 4×4 bottom (patch 4, two stages at 32 px).
+    ("conv-ae", 32, {"latent": "spatial", "widths": (4, 8), "latent_dim": 2}, (2, 4, 4)),
+    ("conv-vae", 28, {"latent": "spatial", "latent_dim": 3}, (3, 7, 7)),
+    ("conv-vae", 64, {"blocks": 2, "patch": 2, "widths": (4, 8, 8), "latent_dim": 6}, (6,)),
     ("conv-vae", 32, {"fc_hidden": 12, "activation": "leakyrelu", "norm": "none", "widths": (4,)}, (32,)),
     ("conv-ae", 32, {"latent_relu": True, "activation": "silu", "widths": (4, 8)}, (32,)),
 ])
@@ -188,6 +193,30 @@ def test_conv_option_errors() -> None:
                            ({"num_classes": 2}, "num_classes")]:
         with pytest.raises(UsageError, match=fragment):
             make_config("conv-ae", **opts)
+    for opts, fragment in [({"final_conv": True}, "arch='plain'"), ({"arch": "dense"}, "arch"),
+                           ({"arch": "plain", "patch": 2}, "patch"), ({"patch": 3}, "patch"),
+                           ({"blocks": 0}, "blocks")]:
+        with pytest.raises(UsageError, match=fragment):
+            make_config("conv-ae", **opts)
+
+
+def test_default_conv_is_residual_and_sized_from_the_image() -> None:
+    """No options: GroupNorm/SiLU residual stages from a 4×4-patch stem down to 4×4, widths 32, 64, …;
+    the code is exactly latent_dim numbers."""
+    from aecli.models.resnet import ResBlock
+
+    for size, widths in ((32, (32, 64)), (64, (32, 64, 128)), (256, (32, 64, 128, 256, 256))):
+        with torch.device("meta"):
+            model = create_model("conv-vae", image_size=size, channels=3, latent_dim=64)
+        cfg = model.config
+        assert (cfg.arch, cfg.norm, cfg.activation, cfg.stage_widths(), model.feat) == \
+            ("residual", "group", "silu", widths, 4)
+        blocks = [m for m in model.encoder if isinstance(m, ResBlock)]
+        assert [b.body[2].out_channels for b in blocks] == list(widths)
+        assert isinstance(model.encoder[0], nn.Conv2d) and model.encoder[0].stride == (4, 4)
+        assert isinstance(model.decoder[-2], nn.PixelShuffle) and model.latent_shape == (64,)
+        assert any(isinstance(m, nn.GroupNorm) for m in model.modules())
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
 
 
 def test_default_conv_ae_fits_digits() -> None:
@@ -215,7 +244,7 @@ def _seed001(widths: tuple[int, ...], vae_latent: int | None) -> nn.Sequential:
 
 
 def _seed001_opts(widths: tuple[int, ...], vae: bool, latent: int) -> dict:
-    return {"image_size": 256, "channels": 3, "widths": widths, "kernel_size": 4, "activation": "mish",
+    return {"arch": "plain", "image_size": 256, "channels": 3, "widths": widths, "kernel_size": 4, "activation": "mish",
             "norm": "batch", "latent": "spatial", "init": "kaiming", "final_conv": True,
             "output_activation": "tanh", **({"latent_dim": latent} if vae else {})}
 
@@ -286,7 +315,7 @@ def _seed002_tinyimagenet(latent: int = 512) -> nn.Module:
 
 def test_seed002_tinyimagenet_conv_ae() -> None:
     torch.manual_seed(0)
-    model = create_model("conv-ae", image_size=64, channels=3, widths=(64, 128, 256, 512), kernel_size=4,
+    model = create_model("conv-ae", arch="plain", image_size=64, channels=3, widths=(64, 128, 256, 512), kernel_size=4,
                          latent="flat", latent_dim=512, latent_relu=True, activation="relu", norm="batch",
                          output_activation="sigmoid").eval()
     assert sum(p.numel() for p in model.parameters()) == 13_912_707  # printed in seed 002
@@ -458,7 +487,7 @@ def test_seed002_glasses_vae_matches_the_notebook_layer_for_layer() -> None:
 
     torch.manual_seed(0)
     enc, dec = Encoder().eval(), Decoder().eval()
-    ours = create_model("conv-vae", image_size=256, channels=3, widths=(8, 16, 32), kernel_size=3,
+    ours = create_model("conv-vae", arch="plain", image_size=256, channels=3, widths=(8, 16, 32), kernel_size=3,
                         activation="relu", norm="batch", latent="flat", fc_hidden=1024, latent_dim=100,
                         output_activation="sigmoid", unnormed=(0, 2), valid_last=True).eval()
     n_ref = sum(p.numel() for p in (*enc.parameters(), *dec.parameters()))

@@ -313,3 +313,34 @@ def test_cli_train_evaluate_and_sample_refusal(tmp_path: Path) -> None:
     assert {"vq-vae", "vqgan"} <= set(rows)
     assert "sample" not in " ".join(rows["vq-vae"]["commands"])
     assert rows["vqgan"]["options"]["codebook_size"] == 1024
+
+
+# -- vqgan with the shared LDM/taming objective ------------------------------------------------------
+def test_ldm_objective_on_a_vq_model_is_tamings_vq_loss() -> None:
+    """`--objective ldm` on a VQ family = VQLPIPSWithDiscriminator: mean L1 + codebook_weight·(codebook +
+    β·commitment) + disc_weight·λ·g, λ = ‖∇nll‖ / (‖∇g‖ + 1e-4) at the decoder's last layer."""
+    from aecli.losses import LossConfig, PatchDiscriminator
+    from aecli.losses.ldm import LDMObjective
+
+    torch.manual_seed(0)
+    model = create_model("vqgan", **tiny_kwargs("vqgan")).train()
+    disc = PatchDiscriminator(1)
+    cfg = LossConfig(recon="l1", beta=0.7, adv=0.5, adv_start=0)
+    objective = LDMObjective(cfg, (-1.0, 1.0), 10, last_layer=model.last_layer, discriminator=disc)
+    x = torch.rand(2, 1, 32, 32) * 2 - 1
+    out = model(x)
+    loss, parts = objective(x, out, step=0)
+    # the reference, written out from taming's formulas
+    nll = (x - out.recon).abs().mean()
+    g = -disc(out.recon).mean()
+    last = model.decoder[-2].weight
+    gn = torch.autograd.grad(nll, last, retain_graph=True)[0].norm()
+    gg = torch.autograd.grad(g, last, retain_graph=True)[0].norm()
+    lam = 0.5 * torch.clamp(gn / (gg + 1e-4), 0.0, 1e4)
+    want = nll + 0.7 * out.quant.loss + lam * g
+    assert loss.item() == pytest.approx(want.item(), rel=1e-5)
+    assert parts["d_weight"].item() == pytest.approx(lam.item(), rel=1e-5)
+    assert parts["codebook_weight"].item() == pytest.approx(0.7)
+    assert "logvar" not in parts and {"vq_loss", "vq_perplexity", "vq_used"} <= set(parts)
+    loss.backward()  # and the encoder learns through the straight-through estimator
+    assert model.encoder[0].weight.grad is not None and model.encoder[0].weight.grad.abs().sum() > 0

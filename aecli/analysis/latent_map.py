@@ -60,6 +60,11 @@ class LatentMapConfig:
             raise UsageError(f"k must be at least 1, got {self.k}")
         if self.save_latents and Path(self.save_latents).suffix.lower() not in LATENT_FORMATS:
             raise UsageError(f"--save-latents must end in {' or '.join(LATENT_FORMATS)}, got {self.save_latents!r}")
+        from aecli.atomic import check_writable
+
+        for option, path in (("--out", self.out), ("--save-latents", self.save_latents), ("--json", self.json_out)):
+            if path:
+                check_writable(path, option)
         if not _written_by_tsne(self.csv_path):
             raise UsageError(f"--out {self.out} would overwrite {self.csv_path} (the table goes beside the figure), "
                              "which `aecli tsne` did not write; choose another --out")

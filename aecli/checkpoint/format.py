@@ -225,8 +225,12 @@ def build_from_header(header: CheckpointHeader) -> Autoencoder:
     if header.family not in list_models():
         raise CheckpointError(f"{header.path}: unknown model family {header.family!r}; this aecli knows "
                               f"{', '.join(list_models())} (a newer aecli may know it)")
+    from aecli.models.registry import get_family
+
+    # A config saved before an option existed means that option's legacy value, not today's default.
+    config = {**get_family(header.family).Config.LEGACY, **header.config}
     try:
-        model = create_model(header.family, **header.config)
+        model = create_model(header.family, **config)
     except UsageError as exc:
         raise CheckpointError(f"{header.path}: invalid model config in checkpoint: {exc}") from None
     except (TypeError, ValueError, OverflowError) as exc:

@@ -31,6 +31,35 @@ TileSizeOpt = Annotated[Optional[int], typer.Option(
     "to at least 96 px, larger ones shown as they are.", rich_help_panel=PANEL_OUTPUT, show_default=False)]
 
 
+def aliased(**aliases: str) -> type:
+    """A Typer command class that reads old option names as the current ones: ``aliased(nrow="--grid-columns")``
+    accepts ``--nrow 8`` (and ``--nrow=8``) as ``--grid-columns 8``, with a one-line note. The old names
+    stay out of --help (one name per idea) but keep working for a release. Keys are option names with
+    the dashes dropped and "-" written "_" ("m" for -m, "cache_dir" for --cache-dir)."""
+    from typer.core import TyperCommand
+
+    table = {(f"-{k}" if len(k) == 1 else "--" + k.replace("_", "-")): v for k, v in aliases.items()}
+
+    class AliasedCommand(TyperCommand):
+        old_names = table
+
+        def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+            out: list[str] = []
+            for i, arg in enumerate(args):
+                if arg == "--":  # everything after it is an argument, not an option
+                    out += args[i:]
+                    break
+                name, eq, value = arg.partition("=")
+                if name in table:
+                    typer.echo(f"note: {name} is now {table[name]}; the old name still works in this release",
+                               err=True)
+                    arg = table[name] + eq + value
+                out.append(arg)
+            return super().parse_args(ctx, out)
+
+    return AliasedCommand
+
+
 def fail(message: str, code: int) -> None:
     """Print one line to stderr and exit with ``code``: never a traceback for a user error."""
     typer.echo(f"Error: {printable(message)}", err=True)

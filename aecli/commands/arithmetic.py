@@ -29,7 +29,7 @@ def arithmetic(
     tile_size: TileSizeOpt = None,
     ema: Annotated[bool, typer.Option("--ema", help="Use the checkpoint's EMA weights.", rich_help_panel=PANEL_RUNTIME)] = False,
 ) -> None:
-    """Latent arithmetic: attribute vectors from folders (seed 002's glasses) or "A - B + C".
+    """Latent arithmetic: attribute vectors from folders (the glasses VAE, seed 002: faces with minus without glasses) or "A - B + C".
 
     Attribute vector: mean latent of --plus minus mean latent of --minus, added at each --scale to every
     image of --apply; the grid shows each original followed by its edits. Example:

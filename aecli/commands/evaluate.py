@@ -9,15 +9,15 @@ from typing import Annotated, Optional
 import typer
 
 from aecli.commands._common import (PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, PANEL_WEIGHTS, SPLIT_HELP,
-                                    handle_errors, parse_list, stdout_is_terminal)
+                                    aliased, handle_errors, parse_list, stdout_is_terminal)
 from aecli.errors import UsageError
 from aecli.metrics import DEFAULT_METRICS
 METRICS_HELP = ("Comma list of: l1, mse (on [0,1] images), psnr, ssim, ms-ssim, lpips, kl (column kl_per_image: nats "
                 "per image), rfid, latent (active dims, mean |z|, total variance), codebook (vq-vae/vqgan: code "
                 "perplexity, used codes, usage = used / codebook size, dead codes; --codebook-plots for a usage "
                 "histogram), fid, is, kid (generative families, on --samples prior draws), class-acc "
-                "(class-conditional models, seed 004: an MLP classifier trained on the real labelled train split, "
-                "cached in --cache-dir, scores --class-samples draws per class; columns class_acc = share "
+                "(class-conditional models, as in the QuickDraw conditional VAE, seed 004: an MLP classifier trained on the real labelled train split, "
+                "cached in --cache, scores --class-samples draws per class; columns class_acc = share "
                 "classified as the asked class, class_conf = mean softmax probability of the asked class, "
                 "class_ceiling = the classifier's accuracy on real val images; each the mean over classes, "
                 "per class as class_acc[NAME], class_conf[NAME], class_ceiling[NAME] in --json/--csv). "
@@ -30,7 +30,7 @@ METRICS_HELP = ("Comma list of: l1, mse (on [0,1] images), psnr, ssim, ms-ssim, 
 def evaluate(
     checkpoints: Annotated[Optional[list[Path]], typer.Argument(
         help="One or more aecli checkpoints; each becomes one row.", show_default=False)] = None,
-    metrics: Annotated[Optional[str], typer.Option("--metrics", "-m", help=METRICS_HELP,
+    metrics: Annotated[Optional[str], typer.Option("--metrics", help=METRICS_HELP,
                                                    show_default=False)] = None,
     data: Annotated[Optional[str], typer.Option(
         "--data", help="Evaluation data (folder, file list, digits, mnist, ...). Default: the checkpoint's "
@@ -38,7 +38,7 @@ def evaluate(
     split: Annotated[str, typer.Option(help=SPLIT_HELP, rich_help_panel=PANEL_DATA)] = "auto",
     n: Annotated[Optional[int], typer.Option("--n", help="Use at most N images of the split.",
                                              rich_help_panel=PANEL_DATA)] = None,
-    data_root: Annotated[Optional[str], typer.Option(envvar="AECLI_DATA_ROOT", help="Where torchvision data sets live.",
+    data_root: Annotated[Optional[str], typer.Option(envvar="AECLI_DATA_ROOT", help="Where torchvision datasets live.",
                                                      rich_help_panel=PANEL_DATA)] = None,
     pred: Annotated[Optional[Path], typer.Option(help="Paired mode: folder of predicted images (no checkpoint).",
                                                  rich_help_panel=PANEL_DATA)] = None,
@@ -61,14 +61,18 @@ def evaluate(
     lpips_weights: Annotated[Optional[str], typer.Option(help="Use this torchvision backbone state dict for "
                                                          "LPIPS (strictly loaded).",
                                                          rich_help_panel=PANEL_WEIGHTS)] = None,
-    cache_dir: Annotated[Optional[str], typer.Option(help="Reference Inception-feature and class-acc "
-                                                     "classifier cache (default <weights dir>/aecli-fid-ref).",
-                                                     rich_help_panel=PANEL_WEIGHTS)] = None,
+    cache_dir: Annotated[Optional[str], typer.Option("--cache", envvar="AECLI_CACHE", help="Cache folder, as in "
+                                                     "train and tsne: here the reference Inception features and "
+                                                     "class-acc classifiers (default <weights dir>/aecli-fid-ref).",
+                                                     rich_help_panel=PANEL_WEIGHTS, show_default=False)] = None,
     active_threshold: Annotated[float, typer.Option(help="latent: a dimension is active when its variance "
                                                     "over the data exceeds this.")] = 0.01,
     ema: Annotated[bool, typer.Option("--ema", help="Evaluate the checkpoints' EMA weights.")] = False,
+    baseline: Annotated[Optional[str], typer.Option(help="pca: after each checkpoint, a row for PCA with as many "
+                                                    "components as the checkpoint's code has numbers (pca:K: K), "
+                                                    "fitted on the train split: better than linear?")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.", rich_help_panel=PANEL_RUNTIME)] = 64,
-    device: Annotated[str, typer.Option(envvar="AECLI_DEVICE", help="auto, cpu, cuda or cuda:N.", rich_help_panel=PANEL_RUNTIME)] = "auto",
+    device: Annotated[str, typer.Option(envvar="AECLI_DEVICE", help="auto|cpu|cuda|cuda:N.", rich_help_panel=PANEL_RUNTIME)] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the prior draws (fid/is/kid, class-acc).",
                                       rich_help_panel=PANEL_RUNTIME)] = 0,
     codebook_plots: Annotated[Optional[Path], typer.Option(help="codebook: write each checkpoint's per-code "
@@ -86,16 +90,20 @@ def evaluate(
     paired = pred is not None or ref is not None
     if paired and (pred is None or ref is None):
         raise UsageError("paired mode needs both --pred DIR and --ref DIR")
+    if paired and baseline:
+        raise UsageError("--baseline needs checkpoints (it fits PCA on a checkpoint's training data), not --pred/--ref")
     if paired and checkpoints:
         raise UsageError("give checkpoints or --pred/--ref, not both")
     if not paired and not checkpoints:
         raise UsageError("give one or more checkpoints, or --pred DIR --ref DIR")
-    # The weights check runs before torch is even imported: a missing file fails in well under a second.
-    from rich.console import Console
+    from aecli.atomic import check_writable
 
+    for option, path in (("--json", json_path), ("--csv", csv_path)):
+        if path is not None:
+            check_writable(path, option)  # before the (long) evaluation, not after it
+    # The weights check runs before torch is even imported: a missing file fails in well under a second.
     from aecli.weights import require_weights, split_available
 
-    err = Console(stderr=True)
     if metrics is None:  # the default works offline: metrics whose files are missing are skipped, with a note
         metric_list, _, note = split_available(parse_list(DEFAULT_METRICS), lpips_net, weights_dir,
                                                inception_weights, lpips_weights)
@@ -105,14 +113,19 @@ def evaluate(
         metric_list = parse_list(metrics)
         require_weights(metric_list, lpips_net, weights_dir, inception_weights, lpips_weights)
 
+    from rich.console import Console
+
     from aecli.metrics.evaluate import EvalConfig, evaluate_checkpoints, evaluate_folders
     from aecli.metrics.report import print_report, write_csv, write_json
+
+    err = Console(stderr=True)
 
     cfg = EvalConfig(metrics=metric_list, data=data, split=split, n=n, batch_size=batch_size, device=device,
                      lpips_net=lpips_net, samples=samples, weights_dir=weights_dir,
                      inception_weights=inception_weights, lpips_weights=lpips_weights, cache_dir=cache_dir,
                      ema=ema, active_threshold=active_threshold, data_root=data_root, seed=seed,
-                     class_samples=class_samples, codebook_plots=str(codebook_plots) if codebook_plots else None)
+                     class_samples=class_samples, codebook_plots=str(codebook_plots) if codebook_plots else None,
+                     baseline=baseline)
 
     def log(message: str) -> None:
         err.print(message, style="dim", markup=False, highlight=False, soft_wrap=True)  # one line each
@@ -130,4 +143,4 @@ def evaluate(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("evaluate")(evaluate)
+    app.command("evaluate", cls=aliased(m="--metrics", cache_dir="--cache"))(evaluate)

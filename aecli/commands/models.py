@@ -54,6 +54,16 @@ def plain_lines(rows: list[dict[str, object]]) -> list[str]:
     return lines
 
 
+# What "seed 00N" in a family's seed column refers to (README: The source experiments).
+SEED_EXPERIMENTS = {
+    "000": "the 17-run FFHQ ablation (skip/ResNet AEs, LPIPS sweep, VAEs, attention)",
+    "001": "the AE-vs-VAE comparison (Mish conv AE and VAE, 256²)",
+    "002": "the autoencoder notebook (MNIST MLP AE, TinyImageNet conv AE, glasses VAE arithmetic)",
+    "003": "the CIFAR-10 generative-models report (AE, VAE, planar-flow VAE, GAN)",
+    "004": "the MNIST LSTM/CNN AEs with t-SNE and the QuickDraw VAEs (GRU, CNN, conditional)",
+}
+
+
 def terminal_blocks(rows: list[dict[str, object]], width: int) -> list[str]:
     """Per family: its whole name and what it is, then seed, commands and options on indented lines
     wrapped at ``width`` between words (a family name or an option is never split)."""
@@ -90,8 +100,14 @@ def models(
         typer.echo("\n".join(plain_lines(rows)))
         return
     import shutil
+    import textwrap
 
-    typer.echo("\n\n".join(terminal_blocks(rows, shutil.get_terminal_size().columns - 1)))
+    width = shutil.get_terminal_size().columns - 1
+    typer.echo("\n\n".join(terminal_blocks(rows, width)))
+    typer.echo("\nseeds (the source experiments, see the README):")
+    for seed, what in SEED_EXPERIMENTS.items():
+        typer.echo(textwrap.fill(f"{seed}  {what}", width=max(40, width), initial_indent="  ",
+                                 subsequent_indent=" " * 7, break_long_words=False))
 
 
 def register(app: typer.Typer) -> None:

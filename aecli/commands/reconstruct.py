@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from aecli.commands._common import PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, SPLIT_HELP, TileSizeOpt, handle_errors
+from aecli.commands._common import PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, SPLIT_HELP, TileSizeOpt, aliased, handle_errors
 
 
 @handle_errors
@@ -23,7 +23,7 @@ def reconstruct(
     image_size: Annotated[Optional[int], typer.Option(help="Run at this size instead of the checkpoint's (fully convolutional models only).", rich_help_panel=PANEL_DATA)] = None,
     class_name: Annotated[Optional[str], typer.Option("--class", help="Conditional models: decode as this class (index or name) instead of the inputs' labels.", rich_help_panel=PANEL_DATA)] = None,
     save_latents: Annotated[Optional[Path], typer.Option(help="Also write the latents (and input names) to this .safetensors file.", rich_help_panel=PANEL_OUTPUT)] = None,
-    grid_n: Annotated[int, typer.Option(help="Inputs shown in comparison.png.", rich_help_panel=PANEL_OUTPUT)] = 16,
+    grid_n: Annotated[int, typer.Option("--grid-columns", help="Inputs shown in comparison.png: one column each.", rich_help_panel=PANEL_OUTPUT)] = 16,
     batch_size: Annotated[int, typer.Option(help="Images per batch.", rich_help_panel=PANEL_RUNTIME)] = 64,
     device: Annotated[str, typer.Option(envvar="AECLI_DEVICE", help="auto|cpu|cuda|cuda:N.", rich_help_panel=PANEL_RUNTIME)] = "auto",
     tile_size: TileSizeOpt = None,
@@ -49,4 +49,4 @@ def reconstruct(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("reconstruct")(reconstruct)
+    app.command("reconstruct", cls=aliased(grid_n="--grid-columns"))(reconstruct)

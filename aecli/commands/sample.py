@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from aecli.commands._common import PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, TileSizeOpt, handle_errors
+from aecli.commands._common import PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, TileSizeOpt, aliased, handle_errors
 
 
 @handle_errors
@@ -24,7 +24,7 @@ def sample(
     fit_n: Annotated[int, typer.Option(help="Images of --fit data to encode.", rich_help_panel=PANEL_DATA)] = 10_000,
     fit_split: Annotated[str, typer.Option(help="Split of --fit data: train|val|all.", rich_help_panel=PANEL_DATA)] = "train",
     data_root: Annotated[Optional[str], typer.Option(envvar="AECLI_DATA_ROOT", help="Where torchvision datasets live.", rich_help_panel=PANEL_DATA)] = None,
-    nrow: Annotated[Optional[int], typer.Option(help="Grid: images per row (default: square).", rich_help_panel=PANEL_OUTPUT)] = None,
+    nrow: Annotated[Optional[int], typer.Option("--grid-columns", help="Grid: images per row (default: the most nearly square rows × columns that leaves no cell empty).", rich_help_panel=PANEL_OUTPUT, show_default=False)] = None,
     batch_size: Annotated[int, typer.Option(help="Samples decoded per batch.", rich_help_panel=PANEL_RUNTIME)] = 256,
     device: Annotated[str, typer.Option(envvar="AECLI_DEVICE", help="auto|cpu|cuda|cuda:N.", rich_help_panel=PANEL_RUNTIME)] = "auto",
     tile_size: TileSizeOpt = None,
@@ -51,4 +51,4 @@ def sample(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("sample")(sample)
+    app.command("sample", cls=aliased(nrow="--grid-columns"))(sample)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from aecli.commands._common import PANEL_WEIGHTS, handle_errors, parse_list, stdout_is_terminal
+from aecli.commands._common import PANEL_WEIGHTS, aliased, handle_errors, parse_list, stdout_is_terminal
 from aecli.errors import UsageError, WeightsMissingError
 
 weights_app = typer.Typer(
@@ -17,7 +17,7 @@ weights_app = typer.Typer(
     no_args_is_help=True,
 )
 
-MetricsOpt = Annotated[str, typer.Option("--metrics", "-m", help="Which metrics' files: lpips and/or "
+MetricsOpt = Annotated[str, typer.Option("--metrics", help="Which metrics' files: lpips and/or "
                                          "fid (also covers rfid, is, kid).")]
 NetOpt = Annotated[str, typer.Option(help="LPIPS trunk(s), comma list of alex, vgg, squeeze, or all.")]
 DirOpt = Annotated[Optional[str], typer.Option(envvar="AECLI_WEIGHTS_DIR", help="Folder with the files (default "
@@ -110,8 +110,8 @@ def download(
     typer.echo(export_line(weights_dir))
 
 
-weights_app.command("check")(check)
-weights_app.command("download")(download)
+weights_app.command("check", cls=aliased(m="--metrics"))(check)
+weights_app.command("download", cls=aliased(m="--metrics"))(download)
 
 
 def register(app: typer.Typer) -> None:

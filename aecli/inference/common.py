@@ -11,6 +11,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from aecli.atomic import check_writable
 from aecli.errors import UsageError
 
 # Why a family cannot do something, in the words a user needs (see `aecli models` for the table).
@@ -171,7 +172,7 @@ def checkpoint_labels(paths: Sequence[str | os.PathLike[str]]) -> list[str]:
 
 
 def check_png_path(out: str | os.PathLike[str], option: str = "--out") -> Path:
-    p = Path(out)
+    p = check_writable(out, option)
     if p.suffix.lower() != ".png":
         raise UsageError(f"{option} must be a .png file, got {out}")
     if p.is_dir():

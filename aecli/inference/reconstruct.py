@@ -93,6 +93,7 @@ def reconstruct(
     from aecli.data import open_for, to_model_input
     from aecli.data.identity import source_key
     from aecli.data.sources import SPLIT_CHOICES
+    from aecli.atomic import check_writable
     from aecli.devices import resolve_device
     from aecli.images import save_grid, save_png
     from aecli.inference.common import (
@@ -109,10 +110,10 @@ def reconstruct(
     if n is not None and n < 1:
         raise UsageError(f"--n must be at least 1, got {n}")
     if grid_n < 1:
-        raise UsageError(f"--grid-n must be at least 1, got {grid_n}")
+        raise UsageError(f"--grid-columns must be at least 1, got {grid_n}")
     if image_size is not None and image_size < 1:
         raise UsageError(f"--image-size must be positive, got {image_size}")
-    out_dir = Path(out)
+    out_dir = check_writable(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out} is a file; give a folder")
     if save_latents is not None and not str(save_latents).endswith(".safetensors"):

@@ -108,7 +108,7 @@ def _plan(model: Any, n: int | None, class_index: int | None, per_class: int | N
         return _Plan(k * per_class, k, per_class, k, per_class=per_class, dirs=dirs, row_labels=names_of)
     if n is None or n < 1:
         raise UsageError(f"--n must be at least 1, got {n}")
-    rows, columns = grid_shape(n, nrow)  # no empty cell unless --nrow asks for one
+    rows, columns = grid_shape(n, nrow)  # no empty cell unless --grid-columns asks for one
     # no class asked: labels cycle through the classes so every class shows up
     return _Plan(n, rows, columns, k, class_index=class_index)
 
@@ -146,6 +146,7 @@ def sample(
     from aecli.data import open_for
     from aecli.devices import resolve_device
     from aecli.images import save_grid
+    from aecli.atomic import check_writable
     from aecli.inference.common import load_for, parse_class, precheck, tty
     from aecli.inference.latents import encode_images, fit_gaussian
 
@@ -154,8 +155,8 @@ def sample(
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     if nrow is not None and nrow < 1:
-        raise UsageError(f"--nrow must be at least 1, got {nrow}")
-    out_path = Path(out)
+        raise UsageError(f"--grid-columns must be at least 1, got {nrow}")
+    out_path = check_writable(out)
     as_grid = out_path.suffix.lower() == ".png"
     if as_grid and out_path.is_dir():
         raise UsageError(f"--out {out} is a folder; a .png path gives a grid, a folder gives one PNG per sample")

@@ -305,6 +305,8 @@ def import_checkpoint(src: str, out: str | os.PathLike[str], image_size: int | N
 
     if not str(out).endswith(".safetensors"):
         raise UsageError(f"--out must end in .safetensors, got {out}")
+    if norm_num_groups < 1:  # checked even where a diffusers config.json gives the value: never ignored silently
+        raise UsageError(f"--norm-num-groups must be at least 1, got {norm_num_groups}")
     options, state, what = read_source(src, image_size, scaling_factor, norm_num_groups)
     model = create_model("ldm-kl", **options)
     expected = model.state_dict()

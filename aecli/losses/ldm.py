@@ -107,10 +107,13 @@ class LDMLoss(nn.Module):
 
     def generator_loss(self, x: torch.Tensor, recon: torch.Tensor, step: int,
                        last_layer: torch.Tensor | None, regularizer: torch.Tensor,
-                       reg_weight: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                       reg_weight: float | None = None,
+                       mean_nll: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The autoencoder's loss and its logged parts. ``regularizer``: the batch-mean KL summed over
         latent elements (or a VQ codebook loss); ``reg_weight`` overrides ``cfg.reg_weight`` (schedules).
-        ``last_layer`` may be None only without a discriminator."""
+        ``mean_nll``: taming's VQLPIPSWithDiscriminator, nll = mean(rec) over elements and no
+        log-variance (its codebook loss is a per-element mean too). ``last_layer`` may be None only
+        without a discriminator."""
         cfg = self.cfg
         reg_weight = cfg.reg_weight if reg_weight is None else reg_weight
         with torch.autocast(device_type=x.device.type, enabled=False):  # sums over all pixels: fp32
@@ -122,10 +125,14 @@ class LDMLoss(nn.Module):
                 p = self.lpips(rf, xf).view(-1, 1, 1, 1)  # per image; broadcast over every element
                 rec = rec + cfg.perceptual_weight * p
                 parts["lpips"] = p.detach().mean()
-            logvar = self.logvar.value
-            nll = (rec / torch.exp(logvar) + logvar).sum() / x.shape[0]
+            if mean_nll:
+                nll = rec.mean()
+            else:
+                logvar = self.logvar.value
+                nll = (rec / torch.exp(logvar) + logvar).sum() / x.shape[0]
+                parts["logvar"] = logvar.detach()
             loss = nll + reg_weight * regularizer.float()
-        parts.update(nll=nll.detach(), logvar=logvar.detach(), reg=regularizer.detach().float(),
+        parts.update(nll=nll.detach(), reg=regularizer.detach().float(),
                      reg_weight=x.new_tensor(reg_weight, dtype=torch.float32))
         if self.discriminator is not None:
             factor = adopt_weight(cfg.disc_factor, step, cfg.disc_start)
@@ -161,6 +168,10 @@ class LDMObjective(LDMLoss):
     --recon l1|mse: pixel loss; --lpips: perceptual weight; --beta (with --kl-warmup-steps/
     --kl-cycles): KL weight; --adv: disc weight; --adv-start: disc start. The reduction is the
     published one (sum over elements, mean over the batch), so --reduction does not apply.
+
+    Vector-quantised families (vq-vae, vqgan) get taming's VQLPIPSWithDiscriminator instead: the
+    per-element mean NLL without log-variance, plus --beta (codebook_weight, constant; taming 1.0)
+    times the quantiser's loss (codebook + β·commitment).
     """
 
     def __init__(self, cfg: LossConfig, value_range: tuple[float, float], total_steps: int,
@@ -171,7 +182,7 @@ class LDMObjective(LDMLoss):
             raise UsageError("--objective ldm has no free bits (its KL weight is tiny); drop --free-bits")
         if cfg.adv > 0 and last_layer is None:
             raise UsageError("--objective ldm with --adv needs a family that exposes its decoder's last "
-                             "layer (ldm-kl); use --adv 0 or the default objective")
+                             "layer (ldm-kl, vq-vae, vqgan); use --adv 0 or the default objective")
         if cfg.adv > 0 and discriminator is None:
             raise UsageError("--adv > 0 needs a discriminator (PatchDiscriminator); or use --adv 0")
         lpips = None
@@ -193,12 +204,20 @@ class LDMObjective(LDMLoss):
         return self.logvar
 
     def forward(self, x: torch.Tensor, out: AEOutput, step: int) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        last = self._last_layer() if self._last_layer is not None and self.discriminator is not None else None
+        if out.quant is not None:  # VQ families: taming's VQLPIPSWithDiscriminator
+            loss, parts = self.generator_loss(x, out.recon, step, last, out.quant.loss,
+                                              reg_weight=self.loss_cfg.beta, mean_nll=True)
+            parts.pop("reg")  # = vq_loss below
+            parts["codebook_weight"] = parts.pop("reg_weight")
+            parts.update(out.quant.log_parts())
+            return loss, parts
         posterior = out.posterior
         if not hasattr(posterior, "kl_per_dim"):
-            raise UsageError("--objective ldm needs a VAE (a Gaussian posterior); this family has none")
+            raise UsageError("--objective ldm needs a VAE (a Gaussian posterior) or a vector-quantised family "
+                             "(vq-vae, vqgan); this family has neither")
         with torch.autocast(device_type=x.device.type, enabled=False):
             kl = posterior.kl_per_dim().float().flatten(1).sum(1).mean()  # Σ KL / B, as LDM
-        last = self._last_layer() if self._last_layer is not None and self.discriminator is not None else None
         loss, parts = self.generator_loss(x, out.recon, step, last, kl,
                                           reg_weight=kl_weight(self.loss_cfg, step, self.total_steps))
         parts["kl"] = parts.pop("reg")

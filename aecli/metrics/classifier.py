@@ -214,4 +214,4 @@ class ClassifierCache:
             write_text(meta_path, json.dumps(meta, indent=2, sort_keys=True) + "\n")
         except OSError as exc:  # a read-only shared cache must not fail the evaluation
             self.warnings.append(f"could not write the classifier cache {weights} ({exc.strerror}); "
-                                 "pass --cache-dir to a writable folder")
+                                 "pass --cache with a writable folder")

@@ -96,9 +96,13 @@ class EvalConfig:
     seed: int = 0  # prior draws for fid/is/kid and class-acc
     class_samples: int = 100  # class-acc: draws per class
     codebook_plots: str | None = None  # codebook: folder for each checkpoint's usage histogram PNG
+    baseline: str | None = None  # "pca" or "pca:K": a PCA row after each checkpoint's (aecli.metrics.baseline)
 
     def validate(self) -> None:
         self.metrics = parse_metrics(self.metrics)
+        from aecli.metrics.baseline import parse_baseline
+
+        parse_baseline(self.baseline)
         check_net(self.lpips_net)
         for name, value in (("--n", self.n), ("--samples", self.samples), ("--batch-size", self.batch_size),
                             ("--class-samples", self.class_samples)):
@@ -471,7 +475,8 @@ class Evaluator:
             path = Path(self.cfg.codebook_plots) / f"{_plot_stem(row.name)}_codebook.png"
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                plot_usage(stats.counts, path, f"{row.name}: code usage on {row.n} images")
+                short = "/".join(Path(row.name).parts[-2:])
+                plot_usage(stats.counts, path, f"{row.family} {short}: code usage over {row.n} images")
             except OSError as exc:
                 raise UsageError(f"cannot write the codebook histogram to {path}: {exc.strerror}; "
                                  "choose a writable --codebook-plots folder") from None
@@ -560,10 +565,15 @@ def evaluate_checkpoints(paths: Iterable[str | os.PathLike[str]], cfg: EvalConfi
     paths = list(paths)
     if not paths:
         raise UsageError("give at least one checkpoint, or --pred DIR --ref DIR")
+    from aecli.metrics.baseline import parse_baseline, pca_row
+
+    k = parse_baseline(cfg.baseline)
     ev = Evaluator(cfg, log)
     rows = []
     for p in paths:
         rows.append(ev.evaluate_checkpoint(p))
+        if k is not None:
+            rows.append(pca_row(ev, p, k))
         if ev.device.type == "cuda":
             torch.cuda.empty_cache()
     return ev.report(rows)

@@ -200,4 +200,4 @@ class ReferenceCache:
                           metadata={"identity": json.dumps(identity, sort_keys=True)})
         except OSError as exc:  # a read-only shared cache must not fail the evaluation
             self.warnings.append(f"could not write the reference cache {path} ({exc.strerror}); "
-                                 "pass --cache-dir to a writable folder")
+                                 "pass --cache with a writable folder")

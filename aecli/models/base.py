@@ -38,6 +38,9 @@ class BaseConfig:
 
     # Sizes are checked against this; families override ``size_multiple``/``min_size``.
     MAX_IMAGE_SIZE: ClassVar[int] = 1024
+    # Options a family added after its checkpoints were first written, mapped to the value that rebuilds
+    # files saved without them (a new default must not change what an old checkpoint means).
+    LEGACY: ClassVar[dict[str, Any]] = {}
 
     def size_multiple(self) -> int:
         return 1

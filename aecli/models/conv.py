@@ -1,6 +1,12 @@
-"""`conv-ae` and `conv-vae`: strided Conv→Norm→Act encoder, ConvTranspose decoder (seeds 000 C, 001–004).
+"""`conv-ae` and `conv-vae`: two convolutional trunks behind one flat-or-spatial latent interface.
 
-One trunk serves both, so every seed's variant is a config, not a new class:
+- ``arch="residual"`` (the default): a modern design for photos. A patchify stem (a p×p stride-p conv), one
+  stage per resolution down to 4×4 (pre-activation residual blocks with GroupNorm and SiLU, stride-2 convs
+  between stages), then the code; the decoder mirrors it and ends in a PixelShuffle back to full size. Widths
+  and depth follow ``image_size`` unless given. Chosen against PCA at the same code size (BENCHMARKS.md,
+  "Model quality"): at 64² with a 64-number code it must beat the best linear autoencoder.
+- ``arch="plain"``: the seeds' strided Conv→Norm→Act encoder and ConvTranspose decoder (seeds 000 C,
+  001–004). Every seed's variant is a config of it, not a new class:
 - seed 001 (256², 1024×8×8 spatial latent): ``widths=(64,128,256,512,1024), latent="spatial",
   activation="mish", init="kaiming", final_conv=True``; its VAE adds a 3×3 mean/logvar conv head.
 - seed 002 TinyImageNet (13,912,707 parameters): ``widths=(64,128,256,512), latent="flat",
@@ -10,7 +16,9 @@ One trunk serves both, so every seed's variant is a config, not a new class:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -28,9 +36,12 @@ from aecli.models.base import (
 )
 from aecli.models.distributions import DiagonalGaussian, PointLatent
 from aecli.models.registry import register_model
+from aecli.models.resnet import ResBlock, _norm as _group_norm
 
 LATENTS = ("flat", "spatial")
 INITS = ("default", "kaiming")
+ARCHS = ("residual", "plain")
+BOTTOM = 4  # the residual trunk halves the resolution down to this side (or the last side ≥ it)
 
 
 MAX_LAYERS = 64
@@ -60,19 +71,29 @@ def reject_classes(family: str, num_classes: int) -> None:
 
 @dataclass
 class ConvConfig(BaseConfig):
-    widths: tuple[int, ...] = (32, 64)  # one stride-2 stage per width
-    kernel_size: int = 4  # 4: k4 s2 p1 (seeds 001/002); 3: k3 s2 p1 + output_padding 1 (seeds 003/004)
-    activation: str = "relu"
-    norm: str = "batch"
+    arch: str = "residual"  # residual: the modern default; plain: the seeds' strided trunk (every seed recipe)
+    widths: tuple[int, ...] = ()  # one stage per width; () = from image_size (residual: 32, 64, … ≤ 256 to 4×4)
+    blocks: int = 1  # residual: residual blocks per stage
+    patch: int = 4  # residual: the stem reads p×p patches (1, 2 or 4)
+    kernel_size: int = 4  # plain: 4: k4 s2 p1 (seeds 001/002); 3: k3 s2 p1 + output_padding 1 (seeds 003/004)
+    activation: str = "silu"
+    norm: str = "group"
     latent: str = "flat"  # flat: Flatten → Linear → latent_dim; spatial: a C×s/2^d×s/2^d feature map
-    latent_dim: int = 32  # flat: latent size; spatial VAE: latent channels; spatial AE: unused (widths[-1])
+    latent_dim: int = 32  # flat: latent size; spatial VAE: latent channels; spatial AE: plain: unused (widths[-1])
     fc_hidden: int = 0  # flat only: a hidden Linear layer of this width between trunk and latent (0 = none)
-    init: str = "default"  # kaiming: seed 001's _initialize_weights
-    final_conv: bool = False  # True: decoder ends Conv2d(widths[0], channels, 3, 1, 1) (seed 001)
+    fc_hidden_decoder: bool = True  # False: the decoder starts Linear(latent_dim → features) (seed 004)
+    init: str = "default"  # plain: kaiming: seed 001's _initialize_weights
+    final_conv: bool = False  # plain: True: decoder ends Conv2d(widths[0], channels, 3, 1, 1) (seed 001)
     # Seed 002's glasses VAE: only its second conv is normalised (unnormed = (0, 2)), and its last conv has
     # no padding (valid_last: 64→31, mirrored by a padding-0 ConvTranspose back to 64); kernel 3 only.
-    unnormed: tuple[int, ...] = ()  # encoder stages (0-based) without the norm layer
+    unnormed: tuple[int, ...] = ()  # plain: encoder stages (0-based) without the norm layer
     valid_last: bool = False
+
+    # Options added after checkpoints were first written, with the value that rebuilds those files: a saved
+    # config without "arch" is the plain trunk (the only one there was). Only read when loading a checkpoint.
+    LEGACY: ClassVar[dict[str, Any]] = {"arch": "plain"}
+    # Options that only the plain trunk reads: set on a residual model they would be silently ignored.
+    PLAIN_ONLY: ClassVar[tuple[str, ...]] = ("kernel_size", "init", "final_conv", "unnormed", "valid_last")
 
     def __post_init__(self) -> None:
         if isinstance(self.widths, list):  # JSON round-trips give lists
@@ -80,19 +101,60 @@ class ConvConfig(BaseConfig):
         if isinstance(self.unnormed, list):
             self.unnormed = tuple(self.unnormed)
 
+    # -- the resolved trunk: explicit widths, or widths sized from image_size -------------------------------
+    def patch_size(self) -> int:
+        if self.arch != "residual":
+            return 1
+        return self.patch
+
+    def stage_widths(self) -> tuple[int, ...]:
+        if self.widths:
+            return self.widths
+        side = self.image_size // self.patch_size() if self.arch == "residual" else self.image_size // 2
+        n = 1
+        while side % 2 == 0 and side // 2 >= BOTTOM:  # halve down to 4×4 (7×7 for 28 px)
+            side //= 2
+            n += 1
+        return tuple(min(256, 32 * 2**i) for i in range(n))
+
     def size_multiple(self) -> int:
+        if not self.widths:
+            return 4  # the depth adapts to the size: any multiple of 4 works
+        if self.arch == "residual":
+            return self.patch_size() * 2 ** (len(self.widths) - 1)
         return 2 ** len(self.widths)
 
     def min_size(self) -> int:
+        if self.arch == "residual":
+            return max(8, self.size_multiple())
         # the deepest feature map is at least 1×1 (an unpadded last stage needs twice the side)
         return self.size_multiple() * (2 if self.valid_last else 1)
 
     def validate(self) -> None:
-        check_ints(widths=self.widths, latent_dim=self.latent_dim)
+        if self.arch not in ARCHS:
+            raise UsageError(f"arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        if self.widths:
+            check_ints(widths=self.widths, latent_dim=self.latent_dim, blocks=self.blocks)
+        else:
+            check_ints(latent_dim=self.latent_dim, blocks=self.blocks)
         if len(self.widths) > 10:
             raise UsageError(f"widths has {len(self.widths)} stages; at most 10 fit a 1024 px image")
+        if self.blocks > 16:
+            raise UsageError(f"blocks allows at most 16 per stage, got {self.blocks}")
+        if self.patch not in (1, 2, 4):
+            raise UsageError(f"patch must be 1, 2 or 4, got {self.patch!r}")
+        if self.arch == "residual":
+            defaults = {f.name: f.default for f in dataclasses.fields(type(self))}
+            changed = [k for k in self.PLAIN_ONLY if getattr(self, k) != defaults[k]]
+            if changed:
+                raise UsageError(f"{', '.join(changed)} only apply to arch='plain' (the seeds' strided trunk); "
+                                 "add -m arch=plain (arch = \"plain\" in a recipe)")
+        elif self.blocks != 1 or self.patch != 4:
+            raise UsageError("blocks and patch only apply to arch='residual'")
         if isinstance(self.fc_hidden, bool) or not isinstance(self.fc_hidden, int) or self.fc_hidden < 0:
             raise UsageError(f"fc_hidden must be 0 (none) or a positive width, got {self.fc_hidden!r}")
+        if not isinstance(self.fc_hidden_decoder, bool):
+            raise UsageError(f"fc_hidden_decoder must be true or false, got {self.fc_hidden_decoder!r}")
         if self.kernel_size not in (3, 4):
             raise UsageError(f"kernel_size must be 3 or 4, got {self.kernel_size!r}")
         if self.activation not in ACTIVATIONS:
@@ -103,9 +165,10 @@ class ConvConfig(BaseConfig):
             raise UsageError(f"latent must be one of {', '.join(LATENTS)}, got {self.latent!r}")
         if self.init not in INITS:
             raise UsageError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
+        n_stages = len(self.widths) or 10
         if not isinstance(self.unnormed, tuple) or any(
-                isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(self.widths) for i in self.unnormed):
-            raise UsageError(f"unnormed lists encoder stage indices 0…{len(self.widths) - 1}, got {self.unnormed!r}")
+                isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n_stages for i in self.unnormed):
+            raise UsageError(f"unnormed lists encoder stage indices 0…{n_stages - 1}, got {self.unnormed!r}")
         if not isinstance(self.valid_last, bool) or (self.valid_last and self.kernel_size != 3):
             raise UsageError("valid_last is true/false and needs kernel_size 3 (seed 002's glasses VAE)")
         if self.latent == "spatial" and self.fc_hidden:
@@ -121,6 +184,60 @@ def _stage(cin: int, cout: int, cfg: ConvConfig, transpose: bool, valid: bool = 
     return nn.ConvTranspose2d(cin, cout, cfg.kernel_size, 2, pad, output_padding=cfg.kernel_size % 2)
 
 
+def _plain_trunk(cfg: ConvConfig, w: tuple[int, ...], heads: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """The seeds' trunk: [stride-2 conv, norm, act] per width; the decoder mirrors it with ConvTranspose."""
+    enc: list[nn.Module] = []
+    for i, (cin, cout) in enumerate(zip((cfg.channels, *w[:-1]), w)):
+        enc.append(_stage(cin, cout, cfg, False, valid=cfg.valid_last and i == len(w) - 1))
+        if i not in cfg.unnormed:
+            enc.append(make_norm(cfg.norm, cout))
+        enc.append(make_activation(cfg.activation))
+
+    # The decoder mirrors the encoder: one ConvTranspose per encoder stage.
+    dec_in = cfg.latent_dim if cfg.latent == "spatial" and heads > 1 else w[-1]
+    rev = w[::-1]
+    if cfg.final_conv:
+        # seed 001: ConvT(w[-1], w[-1]), …, ConvT(w[1], w[0]), then a 3×3 conv to the image channels.
+        outs = rev
+    else:
+        # seed 002: ConvT(w[-1], w[-2]), …, ConvT(w[0], channels) straight into the output activation.
+        outs = (*rev[1:], cfg.channels)
+    dec: list[nn.Module] = []
+    for i, (cin, cout) in enumerate(zip((dec_in, *outs[:-1]), outs)):
+        dec.append(_stage(cin, cout, cfg, True, valid=cfg.valid_last and i == 0))
+        if cfg.final_conv or i < len(outs) - 1:
+            dec += [make_norm(cfg.norm, cout), make_activation(cfg.activation)]
+    if cfg.final_conv:
+        dec.append(nn.Conv2d(w[0], cfg.channels, 3, 1, 1))
+    dec.append(make_output(cfg.output_activation))
+    return nn.Sequential(*enc), nn.Sequential(*dec)
+
+
+def _residual_trunk(cfg: ConvConfig, w: tuple[int, ...]) -> tuple[nn.Sequential, nn.Sequential]:
+    """Patchify stem → per stage [stride-2 conv between stages, residual blocks] → norm, act. The decoder
+    mirrors it (4×4 stride-2 ConvTranspose between stages) and ends conv → PixelShuffle to full size.
+
+    The stem reads non-overlapping p×p patches: on a CPU, full-resolution layers would cost most of the
+    time while a short code cannot carry detail finer than a few pixels anyway (BENCHMARKS.md)."""
+    p, act, norm = cfg.patch_size(), cfg.activation, cfg.norm
+    enc: list[nn.Module] = [nn.Conv2d(cfg.channels, w[0], p, p) if p > 1 else nn.Conv2d(cfg.channels, w[0], 3, 1, 1)]
+    for i, width in enumerate(w):
+        if i:
+            enc.append(nn.Conv2d(w[i - 1], width, 3, 2, 1))
+        enc += [ResBlock(width, norm, act) for _ in range(cfg.blocks)]
+    enc += [_group_norm(norm, w[-1]), make_activation(act)]
+    dec: list[nn.Module] = []
+    for i in reversed(range(len(w))):
+        dec += [ResBlock(w[i], norm, act) for _ in range(cfg.blocks)]
+        if i:
+            dec.append(nn.ConvTranspose2d(w[i], w[i - 1], 4, 2, 1))
+    dec += [_group_norm(norm, w[0]), make_activation(act), nn.Conv2d(w[0], cfg.channels * p * p, 3, 1, 1)]
+    if p > 1:
+        dec.append(nn.PixelShuffle(p))
+    dec.append(make_output(cfg.output_activation))
+    return nn.Sequential(*enc), nn.Sequential(*dec)
+
+
 class ConvTrunk(Autoencoder):
     """The shared builder. ``heads`` = 1 (AE code) or 2 (VAE mean and log-variance)."""
 
@@ -129,62 +246,47 @@ class ConvTrunk(Autoencoder):
     def __init__(self, config: ConvConfig) -> None:
         super().__init__(config)
         cfg = config
-        w = cfg.widths
-        self.feat = cfg.image_size // 2 ** len(w)  # side of the deepest feature map
-        if cfg.valid_last:  # an unpadded k3 s2 conv on an even side m gives m/2 - 1
-            self.feat = cfg.image_size // 2 ** (len(w) - 1) // 2 - 1
+        w = cfg.stage_widths()
+        residual = cfg.arch == "residual"
         spatial = cfg.latent == "spatial"
+        if residual:
+            self.feat = cfg.image_size // (cfg.patch_size() * 2 ** (len(w) - 1))
+            encoder, decoder = _residual_trunk(cfg, w)
+        else:
+            self.feat = cfg.image_size // 2 ** len(w)  # side of the deepest feature map
+            if cfg.valid_last:  # an unpadded k3 s2 conv on an even side m gives m/2 - 1
+                self.feat = cfg.image_size // 2 ** (len(w) - 1) // 2 - 1
+            encoder, decoder = _plain_trunk(cfg, w, self.heads)
+        self.encoder = encoder  # registered before the latent layers and the decoder: the seeds' parameter order
 
-        enc: list[nn.Module] = []
-        for i, (cin, cout) in enumerate(zip((cfg.channels, *w[:-1]), w)):
-            enc.append(_stage(cin, cout, cfg, False, valid=cfg.valid_last and i == len(w) - 1))
-            if i not in cfg.unnormed:
-                enc.append(make_norm(cfg.norm, cout))
-            enc.append(make_activation(cfg.activation))
-        self.encoder = nn.Sequential(*enc)
-
-        # Latent interface: a conv head (spatial VAE), nothing (spatial AE: the features are the code),
-        # or Flatten → [hidden FC] → Linear (flat).
+        # Latent interface: a conv head (spatial VAE; residual spatial AE), nothing (plain spatial AE: the
+        # features are the code), or Flatten → [hidden FC] → Linear (flat).
         n_feat = w[-1] * self.feat * self.feat
         if spatial:
+            coded = self.heads > 1 or residual
             self.to_latent: nn.Module = (
-                nn.Conv2d(w[-1], self.heads * cfg.latent_dim, 3, 1, 1) if self.heads > 1 else nn.Identity()
-            )
-            self.from_latent: nn.Module = nn.Identity()
+                nn.Conv2d(w[-1], self.heads * cfg.latent_dim, 3, 1, 1) if coded else nn.Identity())
+            self.from_latent: nn.Module = (
+                nn.Conv2d(cfg.latent_dim, w[-1], 3, 1, 1) if residual else nn.Identity())
         else:
             to: list[nn.Module] = [nn.Flatten()]
             fro: list[nn.Module] = []
             width = n_feat
             if cfg.fc_hidden:
                 to += [nn.Linear(n_feat, cfg.fc_hidden), make_activation(cfg.activation)]
-                fro += [nn.Linear(cfg.latent_dim, cfg.fc_hidden), make_activation(cfg.activation)]
                 width = cfg.fc_hidden
+                if cfg.fc_hidden_decoder:
+                    fro += [nn.Linear(cfg.latent_dim, cfg.fc_hidden), make_activation(cfg.activation)]
             to.append(nn.Linear(width, self.heads * cfg.latent_dim))
             if getattr(cfg, "latent_relu", False):  # a conv-ae-only option (a VAE mean may be negative)
                 to.append(nn.ReLU())
-            fro += [nn.Linear(cfg.fc_hidden or cfg.latent_dim, n_feat),
-                    make_activation(cfg.activation), nn.Unflatten(1, (w[-1], self.feat, self.feat))]
+            fro.append(nn.Linear(cfg.fc_hidden if fro else cfg.latent_dim, n_feat))
+            if not residual:  # a residual decoder starts with a pre-activation block
+                fro.append(make_activation(cfg.activation))
+            fro.append(nn.Unflatten(1, (w[-1], self.feat, self.feat)))
             self.to_latent = nn.Sequential(*to)
             self.from_latent = nn.Sequential(*fro)
-
-        # The decoder mirrors the encoder: one ConvTranspose per encoder stage.
-        dec_in = cfg.latent_dim if spatial and self.heads > 1 else w[-1]
-        rev = w[::-1]
-        if cfg.final_conv:
-            # seed 001: ConvT(w[-1], w[-1]), …, ConvT(w[1], w[0]), then a 3×3 conv to the image channels.
-            outs = rev
-        else:
-            # seed 002: ConvT(w[-1], w[-2]), …, ConvT(w[0], channels) straight into the output activation.
-            outs = (*rev[1:], cfg.channels)
-        dec: list[nn.Module] = []
-        for i, (cin, cout) in enumerate(zip((dec_in, *outs[:-1]), outs)):
-            dec.append(_stage(cin, cout, cfg, True, valid=cfg.valid_last and i == 0))
-            if cfg.final_conv or i < len(outs) - 1:
-                dec += [make_norm(cfg.norm, cout), make_activation(cfg.activation)]
-        if cfg.final_conv:
-            dec.append(nn.Conv2d(w[0], cfg.channels, 3, 1, 1))
-        dec.append(make_output(cfg.output_activation))
-        self.decoder = nn.Sequential(*dec)
+        self.decoder = decoder
 
         if cfg.init == "kaiming":
             self._kaiming_init()
@@ -205,7 +307,7 @@ class ConvTrunk(Autoencoder):
         cfg = self.config
         if cfg.latent == "flat":
             return (cfg.latent_dim,)
-        c = cfg.latent_dim if self.heads > 1 else cfg.widths[-1]
+        c = cfg.latent_dim if self.heads > 1 or cfg.arch == "residual" else cfg.stage_widths()[-1]
         return (c, self.feat, self.feat)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:

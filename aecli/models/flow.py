@@ -43,6 +43,10 @@ class PlanarFlow(nn.Module):
 
 @dataclass
 class FlowVAEConfig(ConvVAEConfig):
+    # Seed 003's model keeps the seeds' strided trunk and its settings (conv-vae's default is residual).
+    arch: str = "plain"
+    activation: str = "relu"
+    norm: str = "batch"
     widths: tuple[int, ...] = (32, 64)
     kernel_size: int = 3  # seed 003's 3×3 strided convs
     latent_dim: int = 128  # seed 003 §2

@@ -2,7 +2,8 @@
 first stages).
 
 One taming-style trunk serves both; the families differ in defaults, and vqgan is meant to be trained
-with the perceptual + adversarial objective (`--recon l1 --lpips 1 --adv ...`, see examples/vqgan_f16.toml).
+with taming's objective (`--objective ldm --recon l1 --lpips 1 --adv ...`, see examples/vqgan_f16.toml;
+aecli/losses/ldm.py adds the quantiser's loss there, aecli/losses/objective.py in the default objective).
 
 Encoder: 3×3 conv → per level ``blocks_per_stage`` residual blocks at ``widths[i]`` (self-attention where
 the feature map's side is in ``attn_resolutions``), a stride-2 conv to the next level → middle block
@@ -195,6 +196,10 @@ class VQAutoencoder(Autoencoder):
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.decoder(z)
+
+    def last_layer(self) -> torch.Tensor:
+        """The decoder's last weight: where the LDM objective compares gradient norms (adaptive weight)."""
+        return self.decoder[-2].weight  # the 3×3 conv before the output activation
 
     def decode_indices(self, indices: torch.Tensor) -> torch.Tensor:
         """Images from (B, h, w) integer codes; codes outside the codebook are refused."""

@@ -60,8 +60,8 @@ class TrainConfig:
     optimizer: str = "adam"
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
-    scheduler: str = "none"
-    warmup_steps: int = 0
+    scheduler: str = "cosine"  # with warm-up: the default a new user gets (BENCHMARKS.md, model quality)
+    warmup_steps: int = 50
     step_size: int = 10  # epochs between step-scheduler decays
     gamma: float = 0.5  # step decay factor / plateau factor (seed 001: 0.5)
     patience: int = 10  # plateau patience in epochs (seed 001: 10)
@@ -114,7 +114,7 @@ class TrainConfig:
         need(0 < self.gamma <= 1, f"--gamma must be a decay factor in (0, 1], e.g. 0.5; got {self.gamma}")
         need(self.patience >= 0, f"--patience must be >= 0 epochs, got {self.patience}")
         need(self.workers is None or self.workers >= 1, f"--workers must be at least 1, got {self.workers}")
-        need(self.grid_size >= 1, f"--grid-size must be at least 1, got {self.grid_size}")
+        need(self.grid_size >= 1, f"--grid-columns must be at least 1, got {self.grid_size}")
         for name in ("beta", "free_bits", "lpips", "adv", "weight_decay", "grad_clip"):
             need(getattr(self, name) >= 0, f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         for name in ("kl_warmup_steps", "kl_cycles", "adv_start", "warmup_steps", "save_every_steps", "keep"):

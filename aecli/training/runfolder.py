@@ -67,7 +67,8 @@ def remove_stale_temp_files(run_dir: Path) -> None:
 
 
 def _flag(key: str) -> str:
-    return "--" + key.replace("_", "-")
+    # Config keys whose option has another name (one name per idea across commands).
+    return {"grid_size": "--grid-columns", "ema": "--ema-decay"}.get(key, "--" + key.replace("_", "-"))
 
 
 def _shown(value: Any) -> str:

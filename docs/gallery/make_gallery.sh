@@ -2,15 +2,17 @@
 # Regenerates the README gallery from the embedded data (offline, a few minutes on a CPU):
 #   bash docs/gallery/make_gallery.sh
 # Writes small PNGs into docs/gallery/ (the run folders go to a temp dir and are deleted).
+# EPOCHS=3 bash docs/gallery/make_gallery.sh trains shorter on a busy machine (default 15).
 set -euo pipefail
+EPOCHS=${EPOCHS:-15}
 cd "$(dirname "$0")/../.."
 OUT=docs/gallery
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 
-aecli train conv-ae --data digits --epochs 15 --out "$WORK/ae" --log-every 1000
-aecli train conv-vae --data digits --epochs 15 --beta 0.5 --reduction sum --recon bce --out "$WORK/vae" --log-every 1000
-aecli train conv-vae --data digits --epochs 15 --beta 0.5 --reduction sum --recon bce --num-classes 10 \
+aecli train conv-ae --data digits --epochs "$EPOCHS" --out "$WORK/ae" --log-every 1000
+aecli train conv-vae --data digits --epochs "$EPOCHS" --beta 0.5 --reduction sum --recon bce --out "$WORK/vae" --log-every 1000
+aecli train conv-vae --data digits --epochs "$EPOCHS" --beta 0.5 --reduction sum --recon bce --num-classes 10 \
   --out "$WORK/cvae" --log-every 1000
 
 cp "$WORK/vae/loss_curves.png" "$OUT/loss_curves.png"
@@ -24,4 +26,11 @@ aecli interpolate "$WORK/vae/best.safetensors" --data digits --from-index 0 --to
   --method slerp --out "$OUT/interpolate_slerp.png"
 aecli tsne "$WORK/vae/best.safetensors" --data digits --split all --out "$OUT/tsne_vae.png"
 rm -f "$OUT/tsne_vae.csv"
+
+# Vector quantisation: the codebook usage histogram of a VQ-VAE with EMA codebook and dead-code restart.
+aecli train vq-vae --data digits --epochs 3 -m widths=32,64 -m codebook_size=64 -m code_dim=8 \
+  -m ema_codebook=true -m dead_after=50 --out "$WORK/vq" --log-every 1000
+aecli evaluate "$WORK/vq/best.safetensors" --data digits --split all --metrics psnr,codebook \
+  --codebook-plots "$WORK/vq"
+cp "$WORK/vq/vq_best_codebook.png" "$OUT/codebook_vq_vae.png"
 ls -la "$OUT"

@@ -1,0 +1,192 @@
+"""Model quality: the default conv-ae / conv-vae against PCA, the best linear autoencoder, at the same code size.
+
+    python benchmarks/quality.py [--budget 600] [--latent-dim 64] [--families conv-ae,conv-vae]
+                                 [--size 64] [--train 2800] [--test 400] [--device cpu] [--keep DIR]
+
+Data: 64² crops of the RGB photos bundled with scikit-image (astronaut, chelsea, coffee, rocket, Hubble deep
+field, immunohistochemistry, retina, motorcycle), split by region: in every photo the right-most fifth of
+the columns gives the test crops and the rest the training crops, so no test pixel was ever seen in training.
+PCA-k is fitted on the training crops (k = the model's code size) and scored on the test crops.
+
+Each family is trained with `aecli.training.train` at its defaults (only --latent-dim, the data and the
+epochs are set) for a fixed wall-time budget: a few timed optimizer steps give the step time, the epoch
+count is sized from it, so the cosine schedule runs to its end inside the budget. Its best checkpoint is
+scored on the test crops by `aecli.metrics.evaluate_checkpoints` (the `aecli evaluate` code). Prints one
+row per family: code size, parameters, measured training time, test PSNR/SSIM, PCA-k PSNR and the gap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
+          "motorcycle")
+TEST_FRACTION = 0.2  # right-most fifth of every photo's columns
+
+
+def photos() -> dict[str, np.ndarray]:
+    """scikit-image's bundled RGB photos (no download), H×W×3 uint8."""
+    from skimage import data
+
+    out = {}
+    for name in PHOTOS:
+        out[name] = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
+    return out
+
+
+def photo_crops(size: int = 64, n_train: int = 2800, n_test: int = 400, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) crops, N×size×size×3 uint8, the same number from every photo. A test crop lies in the
+    photo's right-most columns, a training crop entirely left of them."""
+    rng = np.random.default_rng(seed)
+    imgs = photos()
+    train, test = [], []
+    for i, img in enumerate(imgs.values()):
+        h, w = img.shape[:2]
+        cut = int(w * (1 - TEST_FRACTION))
+        for n_total, out, lo, hi in ((n_train, train, 0, cut), (n_test, test, cut, w)):
+            n = n_total // len(imgs) + (i < n_total % len(imgs))
+            ys = rng.integers(0, h - size + 1, n)
+            xs = rng.integers(lo, hi - size + 1, n)
+            out += [img[y:y + size, x:x + size] for y, x in zip(ys, xs)]
+    return np.stack(train), np.stack(test)
+
+
+def to_unit(u8: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(u8).permute(0, 3, 1, 2).float() / 255
+
+
+def pca_scores(train: np.ndarray, test: np.ndarray, k: int) -> tuple[float, float]:
+    """Test PSNR and SSIM of PCA-k fitted on the training crops (the `evaluate --baseline pca` code)."""
+    from aecli.metrics import reconstruction as rec
+    from aecli.metrics.baseline import PCA
+
+    pca = PCA.fit(to_unit(train).flatten(1), k, device=torch.device("cpu"))
+    x = to_unit(test)
+    pred = pca.reconstruct(x.flatten(1)).view_as(x).clamp(0, 1)
+    return float(rec.psnr(pred, x).mean()), float(rec.ssim(pred, x).mean())
+
+
+def write_pngs(crops: np.ndarray, folder: Path) -> None:
+    folder.mkdir(parents=True)
+    for i, c in enumerate(crops):
+        Image.fromarray(c).save(folder / f"{i:05d}.png")
+
+
+def step_seconds(cfg: Any, steps: int = 6) -> float:
+    """Median wall time of one training step of ``cfg``'s model, optimizer and loss on random batches."""
+    from aecli.losses import AutoencoderObjective, LossConfig
+    from aecli.models import create_model
+    from aecli.training.setup import prepare
+    from aecli.training.trainer import make_optimizer
+
+    prepared = prepare(cfg, progress=False)
+    device = torch.device(cfg.device)
+    model = create_model(cfg.family, **prepared.model_kwargs).to(device).train()
+    opt = make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.betas, cfg.weight_decay, device)
+    objective = AutoencoderObjective(LossConfig(recon=cfg.recon, reduction=cfg.reduction, beta=cfg.beta),
+                                     prepared.spec.value_range, 1000)
+    x = torch.rand(cfg.batch_size, 3, prepared.spec.image_size, prepared.spec.image_size, device=device) * 2 - 1
+    times = []
+    for i in range(steps + 2):  # two warm-up steps
+        t = time.perf_counter()
+        loss, _ = objective(x, model(x), i)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times[2:]))
+
+
+def train_family(family: str, train_dir: Path, test_dir: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    from aecli.checkpoint import read_header
+    from aecli.metrics.evaluate import EvalConfig, evaluate_checkpoints
+    from aecli.training import TrainConfig, train
+
+    overrides = dict(v.split("=", 1) for v in args.train_opt)
+    model_opts = {"latent_dim": args.latent_dim, **{k: _parse(v) for k, v in (o.split("=", 1) for o in args.model_opt)}}
+    base = dict(family=family, model=model_opts, data=str(train_dir), image_size=args.size, device=args.device,
+                out=str(work / family), workers=1, seed=0, **{k: _parse(v) for k, v in overrides.items()})
+    probe = TrainConfig(**base)
+    per_step = step_seconds(probe)
+    n_train = len(list(train_dir.iterdir()))
+    val = int(round(n_train * 0.1)) if probe.val_fraction is None and probe.val_count is None else 0
+    steps_per_epoch = (n_train - val) // probe.batch_size
+    # An epoch also validates (~1/3 of a step per val batch) and writes checkpoints and grids (~1.5 s).
+    epoch_s = per_step * (steps_per_epoch + val / probe.batch_size / 3) + 1.5
+    epochs = max(1, int(args.budget // epoch_s))
+    cfg = TrainConfig(**{**base, "epochs": epochs})
+    start = time.perf_counter()
+    train(cfg)
+    seconds = time.perf_counter() - start
+    ckpt = work / family / "best.safetensors"
+    report = evaluate_checkpoints([ckpt], EvalConfig(metrics=["psnr", "ssim"], data=str(test_dir), split="all",
+                                                     device=args.device))
+    row = report.rows[0]
+    return {"family": family, "params": read_header(ckpt).parameter_count, "epochs": epochs,
+            "seconds": seconds, "psnr": row.values["psnr"], "ssim": row.values["ssim"]}
+
+
+def _parse(text: str) -> Any:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    if "," in text:
+        return tuple(_parse(t) for t in text.split(",") if t)
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--budget", type=float, default=600.0, help="training wall time per family, seconds")
+    ap.add_argument("--latent-dim", type=int, default=64, help="code size (numbers per image) of every model and PCA")
+    ap.add_argument("--families", default="conv-ae,conv-vae")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--train", type=int, default=2800, help="training crops")
+    ap.add_argument("--test", type=int, default=400, help="test crops")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("-m", "--model-opt", action="append", default=[], help="family option KEY=VALUE (ablations)")
+    ap.add_argument("-t", "--train-opt", action="append", default=[], help="training option KEY=VALUE (ablations)")
+    ap.add_argument("--keep", type=Path, help="keep the crops and runs in this folder")
+    args = ap.parse_args()
+
+    train_u8, test_u8 = photo_crops(args.size, args.train, args.test)
+    t = time.perf_counter()
+    pca_psnr, pca_ssim = pca_scores(train_u8, test_u8, args.latent_dim)
+    pca_s = time.perf_counter() - t
+    print(f"# {len(train_u8)} train / {len(test_u8)} test crops of {args.size}² from {len(PHOTOS)} scikit-image "
+          f"photos; budget {args.budget:.0f} s per family; {platform.processor() or platform.machine()}, "
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
+    if args.model_opt or args.train_opt:
+        print(f"# options: {' '.join(args.model_opt + args.train_opt)}")
+    rows = [{"family": f"pca-{args.latent_dim}", "params": args.latent_dim * (args.size ** 2 * 3 + 1), "epochs": None,
+             "seconds": pca_s, "psnr": pca_psnr, "ssim": pca_ssim}]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.keep or Path(tmp)
+        write_pngs(train_u8, work / "train")
+        write_pngs(test_u8, work / "test")
+        for family in args.families.split(","):
+            rows.append(train_family(family, work / "train", work / "test", work / "runs", args))
+
+    print("| family | code size | params | epochs | train time | test PSNR | test SSIM | PCA-k PSNR | Δ dB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        epochs = "" if r["epochs"] is None else str(r["epochs"])
+        print(f"| {r['family']} | {args.latent_dim} | {r['params']:,} | {epochs} | {r['seconds']:.0f} s | "
+              f"{r['psnr']:.2f} dB | {r['ssim']:.4f} | {pca_psnr:.2f} dB | {r['psnr'] - pca_psnr:+.2f} |")
+
+
+if __name__ == "__main__":
+    main()
