@@ -103,11 +103,26 @@ def read_run_config(run_dir: Path) -> TrainConfig:
         from aecli.training.config import check_model_options
 
         get_family(cfg.family)
+        cfg.model = {**_legacy_options(run_dir, cfg.family), **cfg.model}
         cfg.model = check_model_options(cfg.family, cfg.model, str(path))
         cfg.validate()
     except UsageError as exc:
         raise UsageError(f"cannot resume {run_dir}: {exc}") from None
     return cfg
+
+
+def _legacy_options(run_dir: Path, family: str) -> dict[str, Any]:
+    """Options a run made by an older aecli used without naming them: its checkpoint's config lacks a key
+    that a newer default changed (conv's ``arch``), so the run continues with the old value, not today's."""
+    from aecli.checkpoint import read_header
+    from aecli.models import get_family
+
+    legacy = get_family(family).Config.LEGACY
+    ckpt = run_dir / "last.safetensors"
+    if not legacy or not ckpt.is_file():
+        return {}
+    header = read_header(ckpt)
+    return {k: v for k, v in legacy.items() if k not in header.config} if header.family == family else {}
 
 
 def _model_value(family: str, model: dict[str, Any], key: str) -> Any:
