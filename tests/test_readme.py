@@ -45,6 +45,13 @@ NOT_RUN = {
     # t-SNE of all 1,797 digits takes half a minute on 2 cores; tests/test_flows.py runs tsne on every source
     "aecli tsne runs/quickstart/best.safetensors --data digits --split all": "t-SNE of 1,797 points",
     "aecli tsne runs/vae/best.safetensors --data digits --split all": "t-SNE of 1,797 points",
+    # The Stable Diffusion comparison needs the released SD VAE files (335 MB) and an ldm-kl trained at
+    # 256 px; tests/test_ldm_kl.py runs import/reconstruct/export on a tiny diffusers AutoencoderKL.
+    "aecli import sd-vae-ft-mse": "the downloaded SD VAE folder",
+    "aecli import v1-5-pruned-emaonly.safetensors": "a downloaded SD checkpoint",
+    "aecli evaluate sd-vae-ft-mse.safetensors": "the SD VAE and a 256 px ldm-kl run",
+    "aecli reconstruct sd-vae-ft-mse.safetensors": "the SD VAE and a 256 px ldm-kl run",
+    "aecli export runs/ldm/kl_f8/best.safetensors": "a 256 px ldm-kl run",
 }
 # README run folder → (family, options, training source) of the tiny checkpoint put there.
 RUNS = {
