@@ -139,7 +139,7 @@ def reconstruct(
         for path, header, label in zip(checkpoints, headers, labels_out):
             ckpt = load_for(path, dev, "reconstruct", ema=ema, encoder=True)
             model, spec = ckpt.model, ckpt.data
-            data_set = sets[(image_size or spec.image_size, spec.channels)]
+            data_set = sets[(image_size or spec.image_size, spec.channels, *spec.split_options(data).values())]
             check_input_size(model, data_set.image_size, spec.channels, path)
             if class_name is not None and not model.is_conditional:
                 raise UsageError(f"--class needs a conditional checkpoint; {path} is not conditional")
