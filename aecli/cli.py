@@ -11,7 +11,8 @@ import typer
 import aecli
 
 # Order here is the order in `aecli --help`.
-COMMANDS = ["models", "info", "train", "reconstruct", "sample", "interpolate", "arithmetic", "tsne", "evaluate", "weights", "report"]
+COMMANDS = ["models", "info", "train", "reconstruct", "encode", "decode", "sample", "interpolate", "arithmetic", "tsne",
+            "evaluate", "weights", "report"]
 
 app = typer.Typer(
     name="aecli",
