@@ -52,8 +52,15 @@ def evaluate(
                                                        "$TORCH_HOME/hub/checkpoints).",
                                                        rich_help_panel=PANEL_WEIGHTS)] = None,
     inception_weights: Annotated[Optional[str], typer.Option(help="Use this Inception state dict (strictly "
-                                                             "loaded) instead of torch-fidelity's file.",
+                                                             "loaded) instead of torch-fidelity's file; with "
+                                                             "--fid-backend clean-fid its TorchScript file.",
                                                              rich_help_panel=PANEL_WEIGHTS)] = None,
+    fid_backend: Annotated[str, typer.Option(help="FID/KID implementation: torch-fidelity (also IS) or clean-fid; "
+                                             "each number's note names the protocol that made it.",
+                                             rich_help_panel=PANEL_WEIGHTS)] = "torch-fidelity",
+    clean_fid_mode: Annotated[str, typer.Option(help="clean-fid's protocol: clean (PIL bicubic resize) or "
+                                                "legacy_tensorflow (the original TF FID's resize).",
+                                                rich_help_panel=PANEL_WEIGHTS)] = "clean",
     lpips_weights: Annotated[Optional[str], typer.Option(help="Use this torchvision backbone state dict for "
                                                          "LPIPS (strictly loaded).",
                                                          rich_help_panel=PANEL_WEIGHTS)] = None,
@@ -87,7 +94,7 @@ def evaluate(
     from aecli.weights import require_weights
 
     metric_list = parse_list(metrics)
-    require_weights(metric_list, lpips_net, weights_dir, inception_weights, lpips_weights)
+    require_weights(metric_list, lpips_net, weights_dir, inception_weights, lpips_weights, fid_backend=fid_backend)
 
     from rich.console import Console
 
@@ -99,7 +106,7 @@ def evaluate(
                      lpips_net=lpips_net, samples=samples, weights_dir=weights_dir,
                      inception_weights=inception_weights, lpips_weights=lpips_weights, cache_dir=cache_dir,
                      ema=ema, active_threshold=active_threshold, data_root=data_root, seed=seed,
-                     class_samples=class_samples)
+                     class_samples=class_samples, fid_backend=fid_backend, clean_fid_mode=clean_fid_mode)
 
     def log(message: str) -> None:
         err.print(message, style="dim", markup=False, highlight=False)
