@@ -167,7 +167,8 @@ def train(
     save_every_steps: Annotated[int, typer.Option(help="Also checkpoint every N steps (long epochs).", rich_help_panel=PANEL_OUTPUT)] = 0,
     keep: Annotated[int, typer.Option(help="Keep only the last N periodic checkpoints (0: all).", rich_help_panel=PANEL_OUTPUT)] = 0,
     grid_size: Annotated[int, typer.Option(help="Images per row in the per-epoch grids.", rich_help_panel=PANEL_OUTPUT)] = 8,
-    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also write TensorBoard event files.", rich_help_panel=PANEL_OUTPUT)] = False,
+    tracker: Annotated[Optional[list[str]], typer.Option("--tracker", help="Experiment tracker (repeatable): tensorboard, wandb (offline), mlflow (local file store), csv.", rich_help_panel=PANEL_OUTPUT)] = None,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Same as --tracker tensorboard.", rich_help_panel=PANEL_OUTPUT)] = False,
     requeue: Annotated[bool, typer.Option("--requeue", help="On SIGTERM/SIGUSR1, `scontrol requeue` the Slurm job.", rich_help_panel=PANEL_OUTPUT)] = False,
 ) -> None:
     """Train a model family. Writes last/best checkpoints, metrics, plots and grids to the run folder."""
@@ -187,6 +188,9 @@ def train(
         model_kwargs["num_classes"] = num_classes
     params.pop("num_classes")
     params["betas"] = tuple(parse_floats(betas, "--betas", 2))
+    params["trackers"] = list(params.pop("tracker") or [])
+    if "tracker" in given:
+        given.add("trackers")
     params["model"] = model_kwargs
     given.add("model")
     cfg = build_config(family, params, given, toml)

@@ -43,7 +43,8 @@ from aecli.losses import (
 from aecli.models import Autoencoder, create_model
 from aecli.training import distributed
 from aecli.training.config import TrainConfig
-from aecli.training.logs import Console, MetricsLog, TensorBoardLog
+from aecli.training.logs import Console, MetricsLog
+from aecli.training.trackers import open_trackers
 from aecli.training.schedules import LRSchedule
 from aecli.training.setup import prepare
 from aecli.training.state import STATE_FILE, Counters, load_state, save_state
@@ -195,7 +196,7 @@ class Trainer:
         self.log = MetricsLog(run_dir, resume_step=self.counters.step if resume else None,
                               epoch_done=self.counters.batch == 0) if self.main else None
         self.console = Console(self.main, self.total_steps)
-        self.tb = TensorBoardLog(run_dir, cfg.to_dict()) if cfg.tensorboard and self.main else None
+        self.tb = open_trackers(run_dir, cfg.to_dict(), cfg.trackers, cfg.tensorboard) if self.main else None
         self._pending: list[tuple[int, tuple[str, ...], torch.Tensor]] = []
 
     # -- construction helpers -------------------------------------------------------------------
@@ -641,7 +642,8 @@ def train(cfg: TrainConfig, resume: str | None = None) -> RunResult:
     if resuming:
         saved = read_run_config(run_dir)
         # Only these may change on resume; everything else must match for the run to be exact.
-        for key in ("epochs", "device", "log_every", "requeue", "save_every_steps", "keep", "command_line", "workers"):
+        for key in ("epochs", "device", "log_every", "requeue", "save_every_steps", "keep", "command_line", "workers",
+                    "trackers", "tensorboard"):
             setattr(saved, key, getattr(cfg, key))
         cfg = saved
     check_output_dir(run_dir, resuming)
