@@ -19,7 +19,7 @@ app = typer.Typer(
     help="Train, use and evaluate image autoencoders. Exit codes: 0 ok, 1 runtime failure, "
     "2 usage error or bad input, 75 interrupted with resume state saved.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion; values in aecli/completion.py
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

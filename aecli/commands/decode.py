@@ -22,8 +22,9 @@ def decode(
     device: Annotated[str, typer.Option(envvar="AECLI_DEVICE", help="auto|cpu|cuda|cuda:N.", rich_help_panel=PANEL_RUNTIME)] = "auto",
     ema: Annotated[bool, typer.Option("--ema", help="Use the checkpoint's EMA weights.", rich_help_panel=PANEL_RUNTIME)] = False,
 ) -> None:
-    """Decode latents (from `aecli encode`, or a diffusion model) into images; for the same images the
-    PNGs equal `aecli reconstruct`'s."""
+    """Decode latents (from `aecli encode`, or a diffusion model) into images.
+
+    For the same images the PNGs equal `aecli reconstruct`'s."""
     from aecli.inference.encode import decode as run
 
     r = run(checkpoint, latents, out, key=key, scaled=scaled, class_name=class_name, batch_size=batch_size,

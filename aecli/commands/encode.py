@@ -26,8 +26,10 @@ def encode(
     device: Annotated[str, typer.Option(envvar="AECLI_DEVICE", help="auto|cpu|cuda|cuda:N.", rich_help_panel=PANEL_RUNTIME)] = "auto",
     ema: Annotated[bool, typer.Option("--ema", help="Use the checkpoint's EMA weights.", rich_help_panel=PANEL_RUNTIME)] = False,
 ) -> None:
-    """Encode a data set into one latents file (posterior mean, log-variance for VAEs, names, labels)
-    with the latent-diffusion scale factor (1/std) and shift (mean) in its metadata."""
+    """Encode a data set into one latents file, with the latent-diffusion scale factor.
+
+    The file holds the posterior mean, the log-variance for VAEs, image names and labels; its metadata the
+    scale factor (1/std) and shift (mean) of the latents. A rerun resumes from the shards."""
     from aecli.inference.encode import encode as run
 
     r = run(checkpoint, data[0] if len(data) == 1 else data, out, split=split, n=n, batch_size=batch_size,

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from aecli import completion
 from aecli.commands._common import (PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, PANEL_WEIGHTS, handle_errors,
                                     parse_list, stdout_is_terminal)
 from aecli.errors import UsageError
@@ -26,7 +27,7 @@ METRICS_HELP = ("Comma list of: l1, mse, psnr, ssim, ms-ssim, lpips, kl, rfid, l
 def evaluate(
     checkpoints: Annotated[Optional[list[Path]], typer.Argument(
         help="One or more aecli checkpoints; each becomes one row.", show_default=False)] = None,
-    metrics: Annotated[str, typer.Option("--metrics", "-m", help=METRICS_HELP)] = DEFAULT_METRICS,
+    metrics: Annotated[str, typer.Option("--metrics", "-m", help=METRICS_HELP, autocompletion=completion.metrics)] = DEFAULT_METRICS,
     data: Annotated[Optional[str], typer.Option(
         "--data", help="Evaluation data (folder, file list, digits, mnist, ...). Default: the checkpoint's "
         "training source.", rich_help_panel=PANEL_DATA)] = None,
@@ -57,7 +58,8 @@ def evaluate(
                                                              rich_help_panel=PANEL_WEIGHTS)] = None,
     fid_backend: Annotated[str, typer.Option(help="FID/KID implementation: torch-fidelity (also IS) or clean-fid; "
                                              "each number's note names the protocol that made it.",
-                                             rich_help_panel=PANEL_WEIGHTS)] = "torch-fidelity",
+                                             rich_help_panel=PANEL_WEIGHTS,
+                                             autocompletion=completion.fid_backends)] = "torch-fidelity",
     clean_fid_mode: Annotated[str, typer.Option(help="clean-fid's protocol: clean (PIL bicubic resize) or "
                                                 "legacy_tensorflow (the original TF FID's resize).",
                                                 rich_help_panel=PANEL_WEIGHTS)] = "clean",

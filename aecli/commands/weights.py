@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from aecli import completion
 from aecli.commands._common import PANEL_WEIGHTS, handle_errors, parse_list
 from aecli.errors import UsageError, WeightsMissingError
 
@@ -17,7 +18,7 @@ weights_app = typer.Typer(
     no_args_is_help=True,
 )
 
-MetricsOpt = Annotated[str, typer.Option("--metrics", "-m", help="Which metrics' files: lpips and/or "
+MetricsOpt = Annotated[str, typer.Option("--metrics", "-m", autocompletion=completion.weight_metrics, help="Which metrics' files: lpips and/or "
                                          "fid (also covers rfid, is, kid).")]
 NetOpt = Annotated[str, typer.Option(help="LPIPS trunk(s), comma list of alex, vgg, squeeze, or all.")]
 BackendOpt = Annotated[str, typer.Option(help="FID backend whose Inception file to use: torch-fidelity or "
