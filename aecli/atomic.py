@@ -26,12 +26,12 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
-    # mkstemp makes 0600 files; give the result the mode a plain open() would (group-readable
-    # checkpoints on shared cluster storage).
-    os.chmod(tmp, 0o666 & ~_umask())
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp makes 0600 files, and some writers (safetensors) re-create the file the same way: give
+        # the result, once written, the mode a plain open() would (group-readable on shared storage).
+        os.chmod(tmp_path, 0o666 & ~_umask())
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp_path, target)
@@ -50,9 +50,12 @@ _OS_ERROR = re.compile(r"\(os error (\d+)\)")
 
 def _as_os_error(exc: BaseException, path: Path) -> OSError | None:
     """A writer library's wrapped OS error (disk full, quota, EFBIG) as the OSError it is, so the CLI
-    reports it like any other write failure (exit 1, the system's message and the path)."""
+    reports it like any other write failure (exit 1, the system's message and the path). A plain
+    OSError that names no file (PIL's write to an open handle on a full disk) gets the target's path."""
     if isinstance(exc, OSError):
-        return None
+        if exc.filename is not None or exc.errno is None:
+            return None
+        return OSError(exc.errno, exc.strerror or os.strerror(exc.errno), str(path))
     match = _OS_ERROR.search(str(exc))
     if match is None:
         return None

@@ -3,7 +3,11 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
+import io
+import os
+import sys
 from typing import Annotated, Optional
 
 import typer
@@ -45,11 +49,85 @@ for _name in COMMANDS:
     importlib.import_module(f"aecli.commands.{_name}").register(app)
 
 
+# Commands whose result is what they print: with standard output closed they would do nothing useful.
+PRINTS_RESULT = ("models", "info", "weights")
+
+
+class _StdoutGuard(io.RawIOBase):
+    """File descriptor 1 for sys.stdout. When the reader goes away (`aecli train | head -1`: EPIPE) or
+    the descriptor is bad, printing stops and the command carries on: its results are files, and a
+    closed pipe is no reason to abandon hours of training (nor a disk problem). The descriptor is then
+    pointed at /dev/null so that child processes and late flushes are silent too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lost = False
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return 1
+
+    def isatty(self) -> bool:
+        return not self.lost and os.isatty(1)
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        if self.lost:
+            return len(data)
+        try:
+            return os.write(1, data)
+        except OSError as exc:
+            if exc.errno not in (errno.EPIPE, errno.EBADF):
+                raise  # a full disk behind `> file` is a real error
+            self.lost = True
+            _point_at_devnull()
+            return len(data)
+
+
+def _point_at_devnull() -> None:
+    fd = os.open(os.devnull, os.O_WRONLY)
+    if fd != 1:
+        os.dup2(fd, 1)
+        os.close(fd)
+
+
+def _command_name(argv: list[str]) -> str:
+    return next((a for a in argv if not a.startswith("-")), "")
+
+
+def _guard_stdout() -> None:
+    """A closed standard output (`aecli models >&-`): commands that only print refuse (their output
+    would be lost); the others run with it on /dev/null. Either way sys.stdout never raises EPIPE."""
+    closed = sys.stdout is None
+    if not closed:
+        try:
+            os.fstat(1)
+        except OSError:
+            closed = True
+    if closed and _command_name(sys.argv[1:]) in PRINTS_RESULT:
+        typer.echo(f"Error: standard output is closed, so the result of `aecli {_command_name(sys.argv[1:])}` "
+                   "would be lost; redirect it to a file (> FILE) or to /dev/null", err=True)
+        sys.exit(2)
+    if closed:
+        _point_at_devnull()
+    old = sys.stdout
+    encoding = getattr(old, "encoding", None) or "utf-8"
+    errors = getattr(old, "errors", None) or "strict"
+    line_buffering = bool(getattr(old, "line_buffering", False)) or os.isatty(1)
+    sys.stdout = io.TextIOWrapper(io.BufferedWriter(_StdoutGuard()), encoding=encoding, errors=errors,
+                                  line_buffering=line_buffering)
+
+
 def main() -> None:
     """Entry point. Typer's usage errors (a value that is not a number, a missing argument) become
     one line on stderr and exit code 2, like aecli's own errors, instead of a boxed panel."""
-    import sys
+    import warnings
 
+    from aecli.commands._common import format_warning
+
+    _guard_stdout()
+    warnings.formatwarning = format_warning
     try:
         result = app(standalone_mode=False)
     except typer.TyperException as exc:  # click's ClickException family, as vendored by typer

@@ -162,6 +162,25 @@ def require_weights(metrics: Iterable[str], lpips_net: str = "alex", weights_dir
                                   + remedy(metrics, lpips_net, weights_dir, fid_backend))
 
 
+def split_available(metrics: Iterable[str], lpips_net: str = "alex", weights_dir: str | None = None,
+                    inception_weights: str | None = None,
+                    lpips_weights: str | None = None) -> tuple[list[str], list[str], str]:
+    """(metrics whose pretrained files are on disk or need none, those whose files are missing, one line
+    saying what is missing and how to get it). Lets a default metric list work offline."""
+    usable, skipped, problems = [], [], []
+    for metric in metrics:
+        missing = [f"{need.path} {problem}" for need in needed_files([metric], lpips_net, weights_dir,
+                                                                      inception_weights, lpips_weights)
+                   if (problem := _file_problem(need.path))]
+        (skipped if missing else usable).append(metric)
+        problems += [m for m in missing if m not in problems]
+    note = ""
+    if skipped:
+        note = (f"skipped {', '.join(skipped)}: pretrained weights not on this machine ({'; '.join(problems)}); "
+                f"to include {'it' if len(skipped) == 1 else 'them'}, " + remedy(skipped, lpips_net, weights_dir))
+    return usable, skipped, note
+
+
 def _file_problem(path: Path) -> str:
     if not path.exists():
         return "does not exist"

@@ -23,6 +23,9 @@ TINY: dict[str, dict[str, Any]] = {
     "resnet-ae": dict(_RESNET),
     "resnet-vae": dict(_RESNET),
     "resnet-attn-ae": {**_RESNET, "heads": 2},
+    "vq-vae": {"widths": (8, 16), "blocks_per_stage": 1, "codebook_size": 16, "code_dim": 4},
+    "vqgan": {"widths": (8, 16), "blocks_per_stage": 1, "codebook_size": 16, "code_dim": 4, "ema_codebook": True,
+              "dead_after": 5},
 }
 
 

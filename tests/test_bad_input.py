@@ -7,6 +7,7 @@ classified below) as soon as it is added.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -122,6 +123,7 @@ WRONG_TEXT: dict[str, list[str]] = {
     "to_image": ["/no/such.png"], "resume": ["/no/such/run"], "config": ["/no/such.toml"],
     "lpips_weights": ["/no/such.pth"], "inception_weights": ["/no/such.pth"], "expr": ["{ckpt} +* -"],
     "pred": ["/no/such/dir"], "ref": ["/no/such/dir"], "eval_file": ["/no/such.json"], "sort_by": ["bogus_figure"],
+    "max_time": ["soon", "0", "-5m", "1x"],
 }
 # Free-form options: any text is a valid name (an output path, a title, a cache folder). Output paths
 # that cannot be written are tested in test_reliability.py.
@@ -132,6 +134,7 @@ EXTRA_NUMBERS: dict[tuple[str, str], list[str]] = {
     ("train", "image_size"): ["30", "100000"], ("train", "channels"): ["2"], ("train", "num_classes"): ["100001"],
     ("reconstruct", "image_size"): ["30"], ("train", "val_fraction"): ["1.5"], ("train", "kl_cycle_ratio"): ["1.5"],
     ("train", "ema"): ["1.5"], ("train", "betas"): ["1.5,0.9"],
+    ("train", "grad_accum_steps"): ["0"], ("train", "epochs"): ["0"],
 }
 
 
@@ -377,3 +380,115 @@ def test_tsne_csv_keeps_hostile_names_as_data(ckpt: Path, tmp_path: Path) -> Non
     assert len(rows) == len(names)
     assert sorted(Path(r["name"]).name for r in rows) == sorted(names)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["map", "names"]  # nothing written elsewhere
+
+
+# -- hostile training configs and run folders (issue 20: 1, 2, 10, 15, 16; issue 21.8) --------------------
+TOML_CASES: dict[str, str] = {
+    'epochs = "ten"': "epochs must be a whole number, got 'ten'",
+    "epochs = true": "epochs must be a whole number, got True",
+    "model = 5": "model must be a table of model options, got 5",
+    'betas = "abc"': "betas must be a list of numbers, got 'abc'",
+    "betas = [0.5]": "betas must be a list of numbers, got [0.5]",
+    "image_size = 32.5": "image_size must be a whole number, got 32.5",
+    "data = 42": "data must be a string, got 42",
+    "device = 1": "device must be a string, got 1",
+    "bogus = 1": "unknown option 'bogus'",
+    "family = 5": "family must be a string",
+    '[model]\nbogus = 1': "conv-ae has no model option 'bogus'",
+    '[model]\nwidths = "a"': "model option widths must be a list, got 'a'",
+    "[model]\nlatent_dim = 2.5": "model option latent_dim must be a whole number, got 2.5",
+    'max_time = "soon"': "--max-time must be a duration such as 600 (seconds), 90m, 1h30m",
+    "grad_accum_steps = 0": "--grad-accum-steps must be at least 1, got 0",
+}
+
+
+@pytest.mark.parametrize("body", list(TOML_CASES))
+def test_config_file_values_of_the_wrong_type_are_one_line_errors(body: str, tmp_path: Path) -> None:
+    toml = tmp_path / "run.toml"
+    toml.write_text(body + "\n" if body.startswith("family") else f'family = "conv-ae"\n{body}\n')
+    args = [a.replace("{out}", str(tmp_path / "o")) for a in BASE["train"][2:]]
+    code, out = cli("train", "--config", toml, *args)
+    assert code == 2 and out.startswith("Error: ") and "\n" not in out, out
+    assert TOML_CASES[body] in out and (str(toml) in out or "family" in body), out
+    assert not (tmp_path / "o").exists()
+
+
+def test_config_files_that_are_not_utf8_text_or_not_regular_files(tmp_path: Path) -> None:
+    binary = tmp_path / "latin1.toml"
+    binary.write_bytes(b'family = "conv-ae"\ndata = "caf\xe9"\n')
+    fifo = tmp_path / "fifo.toml"
+    os.mkfifo(fifo)
+    for path, needle in ((binary, "is not UTF-8 text"), (fifo, "is not a regular file"), (tmp_path, "not a regular")):
+        code, out = cli("train", "--config", path, "--out", tmp_path / "o")
+        assert code == 2 and out == f"Error: --config {path} {needle}" + out.split(needle, 1)[1], out
+        assert "\n" not in out
+
+
+def _saved_config(run_dir: Path) -> dict[str, Any]:
+    return json.loads((run_dir / "config.json").read_text())
+
+
+CONFIG_JSON_CASES: dict[str, tuple[Any, str]] = {
+    "a list": ([1, 2], "must hold a JSON object of options, not list"),
+    "no family": ({"epochs": 1}, "names no model family"),
+    "unknown family": ({"family": "no-such"}, "unknown model family 'no-such'"),
+    "lr text": ({"lr": "fast"}, "lr must be a number, got 'fast'"),
+    "batch size 0": ({"batch_size": 0}, "--batch-size must be at least 1, got 0"),
+    "epochs true": ({"epochs": True}, "epochs must be a whole number, got True"),
+    "model a list": ({"model": [1]}, "model must be a table of model options, got [1]"),
+    "bad model option": ({"model": {"widths": "x"}}, "model option widths must be a list, got 'x'"),
+    "unknown key": ({"bogus": 1}, "unknown option 'bogus'"),
+    "not JSON": ("{", "config.json is missing or unreadable"),
+}
+
+
+@pytest.mark.parametrize("case", list(CONFIG_JSON_CASES))
+def test_resume_validates_the_run_config(case: str, run_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    change, needle = CONFIG_JSON_CASES[case]
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    if isinstance(change, dict):
+        text = json.dumps({**_saved_config(run_dir), **change})
+    else:
+        text = change if isinstance(change, str) else json.dumps(change)
+    (run / "config.json").write_text(text)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    code, out = cli("train", "--resume", run, "--device", "cpu")
+    assert code == 2 and out.startswith(f"Error: cannot resume {run}: ") and "\n" not in out, out
+    assert needle in out, out
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+RUN_FOLDER_CASES = ["--out holds a user's files", "--resume as another family", "--resume with another --lr",
+                    "--resume with another -m", "folder locked by a live process"]
+
+
+@pytest.mark.parametrize("case", RUN_FOLDER_CASES)
+def test_run_folder_misuse_is_refused_and_loses_nothing(case: str, run_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from aecli.locking import FolderLock
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    base = [a.replace("{out}", str(run)) for a in BASE["train"]]
+    if case == "--out holds a user's files":
+        for name in ("state.safetensors", "config.json", "command.txt"):
+            (run / name).unlink()
+        args, needle = base, "is not empty (best.safetensors, grids, last.safetensors"
+    elif case == "--resume as another family":
+        args, needle = ["train", "conv-vae", "--resume", str(run)], "is a conv-ae run; it cannot continue as conv-vae"
+    elif case == "--resume with another --lr":
+        args, needle = ["train", "--resume", str(run), "--lr", "0.5"], "cannot change --lr 0.5 (the run has 0.001)"
+    elif case == "--resume with another -m":
+        args, needle = ["train", "--resume", str(run), "-m", "widths=8,8"], "cannot change -m widths=8,8 (the run has 4,8)"
+    else:
+        args, needle = base[:-2] + ["--resume", "auto", "--out", str(run)], "is in use by"
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    with FolderLock(run, "test") if case.startswith("folder locked") else contextlib.nullcontext():
+        code, out = cli(*args)
+    assert code == 2 and out.startswith("Error: ") and "\n" not in out, out
+    assert needle in out, out
+    assert {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

@@ -67,7 +67,7 @@ def test_reconstruction_metrics_and_latent_stats_match_direct_computation(files)
     assert row.values["mse"] == pytest.approx(float((pred - ref).pow(2).mean()), rel=1e-5)
     assert row.values["ssim"] == pytest.approx(float(rec.ssim(pred, ref).mean()), abs=1e-5)
     assert row.values["ms-ssim"] is None and "160 px" in row.notes["ms-ssim"]
-    assert row.values["kl"] is None and "not a VAE" in row.notes["kl"]
+    assert row.values["kl_per_image"] is None and "not a VAE" in row.notes["kl_per_image"]
     z = out.posterior.mode().double()
     var = z.var(0)
     assert row.values["latent_dims"] == z.shape[1]
@@ -91,7 +91,7 @@ def test_sweep_two_checkpoints_one_reference_pass(files, tmp_path):
     for row in (vae, gan):
         assert row.samples == 4
         assert row.values["fid"] > 0 and np.isfinite(row.values["kid"]) and row.values["is"] >= 1.0
-    assert vae.values["rfid"] > 0 and vae.values["kl"] > 0 and vae.values["psnr"] > 0
+    assert vae.values["rfid"] > 0 and vae.values["kl_per_image"] > 0 and vae.values["psnr"] > 0
     assert gan.values["psnr"] is None and "no encoder" in gan.notes["psnr"]
     assert any("N=4" in w and "2048" in w for w in report.warnings)
     assert "TF1 bilinear resize to 299" in report.info["fid_protocol"]
@@ -141,7 +141,7 @@ def test_paired_folders(tmp_path):
         expected.append(10 * np.log10(1 / np.mean((p - arr / 255) ** 2)))
     assert row.n == 3 and row.image_size == "20x24x1"
     assert row.values["psnr"] == pytest.approx(float(np.mean(expected)), abs=1e-4)
-    assert row.values["kl"] is None
+    assert row.values["kl_per_image"] is None
 
     _write(pred_dir, "extra.png", refs["sub/0"])  # no reference
     _write(ref_dir, "sub/big.png", np.zeros((30, 30), np.uint8))  # size mismatch
@@ -192,3 +192,24 @@ def test_json_turns_non_finite_values_into_null_with_note(tmp_path):
     write_json(EvalReport([row], ["psnr"], "cpu", {}, []), tmp_path / "r.json")
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["rows"][0]["values"]["psnr"] is None and "non-finite" in data["rows"][0]["notes"]["psnr"]
+
+
+def test_default_metrics_work_offline_and_say_what_was_skipped(files, tmp_path, monkeypatch):
+    """No --metrics on a machine without the LPIPS backbone: the weight-free metrics, and a note naming
+    lpips, the missing file and the command that fetches it; with the file present lpips is scored."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(app, ["evaluate", str(files["mlp"]), "--n", "6", "--device", "cpu",
+                                      "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert sorted(json.loads(out.read_text())["rows"][0]["values"]) == \
+        ["l1", "l1_std", "mse", "mse_std", "psnr", "psnr_std", "ssim", "ssim_std"]
+    note = next(line for line in result.stderr.splitlines() if line.startswith("note: skipped lpips"))
+    assert "alexnet-owt-7be5be79.pth does not exist" in note and "aecli weights download --metrics lpips" in note
+    # Asked for explicitly, a missing file is still an error (exit 2) rather than a silent skip.
+    asked = CliRunner().invoke(app, ["evaluate", str(files["mlp"]), "--metrics", "psnr,lpips", "--device", "cpu"])
+    assert asked.exit_code == 2 and "aecli weights download" in asked.output
+    present = CliRunner().invoke(app, ["evaluate", str(files["mlp"]), "--n", "6", "--device", "cpu",
+                                       "--lpips-weights", files["alexnet"], "--json", str(out)])
+    assert present.exit_code == 0 and "skipped" not in present.output, present.output
+    assert "lpips" in json.loads(out.read_text())["rows"][0]["values"]

@@ -20,6 +20,7 @@ from aecli.commands.models import supported_commands
 from aecli.data import open_source, to_model_input
 from aecli.data.spec import DataSpec
 from aecli.errors import UsageError
+from aecli.images import PAD, grid_layout, tile_size_for
 from aecli.inference import (
     arithmetic,
     expression,
@@ -33,6 +34,7 @@ from aecli.inference import (
     slerp,
 )
 from aecli.inference.common import output_name, unique_output_names
+from aecli.inference.interpolate import walk_labels
 from aecli.inference.sample import MANIFEST, draw_eps
 from aecli.models import get_family, list_models
 from aecli.progress import Progress
@@ -52,9 +54,24 @@ def _png(path: Path) -> np.ndarray:
         return np.asarray(img)
 
 
-def _grid_shape(rows: int, cols: int, size: int = SIZE, pad: int = 2) -> tuple[int, int]:
-    """(height, width) of a torchvision make_grid PNG."""
-    return rows * (size + pad) + pad, cols * (size + pad) + pad
+def _grid_shape(rows: int, cols: int, size: int = SIZE, **labels: object) -> tuple[int, int]:
+    """(height, width) of a grid PNG of rows × cols tiles with these labels (see aecli.images)."""
+    lay = grid_layout(rows * cols, size, cols, **labels)  # type: ignore[arg-type]
+    assert lay.rows == rows and lay.tile == tile_size_for(size)
+    return lay.height, lay.width
+
+
+def _tile(path: Path, rows: int, cols: int, r: int, c: int, size: int = SIZE) -> np.ndarray:
+    """Tile (r, c) of a grid PNG back at the images' own size. Tiles end at the bottom-right corner
+    (labels sit left and above), and small images are enlarged by a whole factor (nearest), so every
+    f-th pixel is the original."""
+    grid, tile = _png(path).astype(int), tile_size_for(size)
+    step, f = tile + PAD, tile // size
+    y = grid.shape[0] - (rows - r) * step
+    x = grid.shape[1] - (cols - c) * step
+    block = grid[y : y + tile, x : x + tile]
+    assert np.array_equal(block, np.repeat(np.repeat(block[::f, ::f], f, 0), f, 1)), "not a nearest enlargement"
+    return block[::f, ::f]
 
 
 def _save(path: Path, model, class_names: list[str] | None = None) -> Path:
@@ -139,7 +156,9 @@ def test_reconstruct_every_family(family: str, family_ckpts, images, tmp_path: P
     files = sorted((tmp_path / "r").glob("*.png"))
     assert [f.name for f in files] == ["comparison.png", "img 0.png", "img 1.png", "img 2.png"]
     assert _png(files[1]).shape == (SIZE, SIZE)
-    assert _png(res.comparison).shape == _grid_shape(2, 3)
+    assert _png(res.comparison).shape == _grid_shape(2, 3, row_labels=["ground truth", family_ckpts[family].stem])
+    # Row 2, column 1 of the comparison grid is the second input's reconstruction, as written alone.
+    assert np.array_equal(_tile(res.comparison, 2, 3, 1, 1), _png(files[2]))
     assert math.isfinite(res.psnr[family_ckpts[family].stem])
 
 
@@ -169,7 +188,7 @@ def test_reconstruct_two_checkpoints_random_and_latents(trained, images, tmp_pat
     assert dirs == ["run-conv-ae-last", "run-conv-vae-last"]
     picked = sorted(p.name for p in (tmp_path / "a" / dirs[0]).glob("*.png"))
     assert len(picked) == 3 and picked == sorted(p.name for p in (tmp_path / "a" / dirs[1]).glob("*.png"))
-    assert _png(tmp_path / "a" / "comparison.png").shape == _grid_shape(3, 3)
+    assert _png(tmp_path / "a" / "comparison.png").shape == _grid_shape(3, 3, row_labels=["ground truth", *dirs])
     # --random picks randperm(N)[:n] of a generator seeded with --seed; the same seed picks the same.
     expected = sorted(torch.randperm(5, generator=torch.Generator().manual_seed(4))[:3].tolist())
     assert picked == [f"img {i}.png" for i in expected]
@@ -240,6 +259,13 @@ def test_sample_every_family(family: str, family_ckpts, images, tmp_path: Path) 
         assert sorted(p.name for p in (tmp_path / "dir").glob("*.png")) == [f"sample_{i:06d}.png" for i in range(5)]
         return
     code, out = _cli("sample", ckpt, "--n", 4, "--out", tmp_path / "g.png", "--device", "cpu")
+    if cls.sample_refusal:  # vq families: neither the prior nor --fit (no prior over codes)
+        assert code == 2 and "no prior over its codes" in out and family in out and "--fit" not in out, out
+        code, out = _cli("sample", ckpt, "--n", 4, "--out", tmp_path / "g.png", "--fit", images["inputs"],
+                         "--fit-split", "all", "--device", "cpu")
+        assert code == 2 and "no prior over its codes" in out and "`sample --fit`" in out, out
+        assert not (tmp_path / "g.png").exists()
+        return
     assert code == 2 and "no prior" in out and "--fit" in out, out
     code, out = _cli("sample", ckpt, "--n", 4, "--out", tmp_path / "g.png", "--fit", images["inputs"],
                      "--fit-split", "all", "--device", "cpu")
@@ -261,8 +287,7 @@ def test_sample_fit_draws_from_the_fitted_gaussian(trained, tmp_path: Path) -> N
         z = ckpt.model.encode(to_model_input(data.images, ckpt.data.value_range)).mode()
         eps = draw_eps(ckpt.model.latent_shape, 0, range(3))
         ref = ckpt.data.to_unit_range(ckpt.model.decode((z.mean(0) + eps * z.std(0)).float()))
-    grid = _png(tmp_path / "g.png").astype(int)
-    first = grid[2 : 2 + SIZE, 2 : 2 + SIZE]
+    first = _tile(tmp_path / "g.png", 1, 3, 0, 0)  # 3 samples: one row, no empty cell
     assert np.abs(first - (ref[0, 0].numpy() * 255).round()).max() <= 1
 
 
@@ -281,7 +306,7 @@ def test_sample_seed_determinism_and_batch_independence(family_ckpts, tmp_path: 
     sample(vae, tmp_path / "t.png", n=1, seed=3, temperature=0.5, device="cpu")
     with torch.no_grad():
         ref = ckpt.data.to_unit_range(ckpt.model.decode(draw_eps(ckpt.model.latent_shape, 3, [0]) * 0.5))
-    got = _png(tmp_path / "t.png").astype(int)  # a one-image grid is the image itself
+    got = _tile(tmp_path / "t.png", 1, 1, 0, 0)  # a one-image grid is the image itself, enlarged
     assert np.abs(got - (ref[0, 0].numpy() * 255).round()).max() <= 1
 
 
@@ -309,14 +334,14 @@ def test_sample_folder_rerun_completes_without_duplicates(trained, tmp_path: Pat
 def test_sample_conditional_per_class_and_class(family_ckpts, tmp_path: Path) -> None:
     ckpt = family_ckpts["cond-vae"]
     res = sample(ckpt, tmp_path / "pc.png", per_class=4, device="cpu")
-    assert (res.rows, res.columns) == (3, 4) and _png(tmp_path / "pc.png").shape == _grid_shape(3, 4)
+    assert (res.rows, res.columns) == (3, 4)
+    assert _png(tmp_path / "pc.png").shape == _grid_shape(3, 4, row_labels=["a", "b", "c"])
     # Row c is decoded as class c: compare row 2, column 1 (sample index 2·4 + 1) with a direct decode.
     model = load_model(ckpt)
     with torch.no_grad():
         ref = model.data.to_unit_range(model.model.decode(draw_eps(model.model.latent_shape, 0, [9]),
                                                           torch.tensor([2])))
-    y, x = 2 + 2 * (SIZE + 2), 2 + 1 * (SIZE + 2)
-    got = _png(tmp_path / "pc.png")[y : y + SIZE, x : x + SIZE].astype(int)
+    got = _tile(tmp_path / "pc.png", 3, 4, 2, 1)
     assert np.abs(got - (ref[0, 0].numpy() * 255).round()).max() <= 1
     folder = sample(ckpt, tmp_path / "pcdir", per_class=2, device="cpu")
     assert folder.count == 6 and sorted(p.parent.name for p in (tmp_path / "pcdir").rglob("*.png")) == \
@@ -370,22 +395,26 @@ def test_interpolate_every_family(family: str, family_ckpts, images, tmp_path: P
     if cls.has_prior:
         res = interpolate(ckpt, tmp_path / "p.png", steps=4, method="slerp", seed=2, device="cpu")
         torch.testing.assert_close(res.latents[[0, -1]], draw_eps(res.latents.shape[1:], 2, [0, 1]))
-        assert _png(tmp_path / "p.png").shape == _grid_shape(1, 4)
+        ends = ("prior draw 0 (seed 2)", "prior draw 1 (seed 2)")
+        assert _png(tmp_path / "p.png").shape == _grid_shape(1, 4, column_labels=walk_labels(4, *ends),
+                                                             title="slerp in latent space")
     if not cls.has_encoder:  # gan: image end points need an encoder
         code, out = _cli("interpolate", ckpt, "--out", tmp_path / "i.png", "--from", images["inputs"] / "img 0.png",
                          "--to", images["inputs"] / "img 1.png", "--device", "cpu")
         assert code == 2 and "no encoder" in out, out
         return
     if not cls.has_prior:
+        # No prior: the walk defaults to items 0 and 1 of the training data, which is not here.
         code, out = _cli("interpolate", ckpt, "--out", tmp_path / "x.png", "--device", "cpu")
-        assert code == 2 and "no prior" in out
+        assert code == 2 and "'test' not found" in out and "recorded in" in out and "pass --data SRC" in out, out
     files = [images["inputs"] / "img 0.png", images["inputs"] / "img 3.png"]
     res = interpolate(ckpt, tmp_path / "i.png", from_image=str(files[0]), to_image=str(files[1]), steps=5,
                       method="lerp", device="cpu")
     loaded = load_model(ckpt)
     ends = _latents_of(loaded.model, files, loaded.data)
     assert torch.equal(res.latents[0], ends[0]) and torch.equal(res.latents[-1], ends[1])
-    assert _png(tmp_path / "i.png").shape == _grid_shape(1, 5)
+    assert _png(tmp_path / "i.png").shape == _grid_shape(1, 5, column_labels=walk_labels(5, "img 0.png", "img 3.png"),
+                                                         title="lerp in latent space")
 
 
 @pytest.mark.parametrize("which", ["conv-vae", "spatial-vae", "flow-vae"])
@@ -436,7 +465,9 @@ def test_arithmetic_every_family(family: str, family_ckpts, images, tmp_path: Pa
         assert code == 2 and ("no encoder" in out or "skip features" in out) and family in out, out
         return
     assert code == 0, out
-    assert _png(tmp_path / "a.png").shape == _grid_shape(2, 4)
+    names = sorted(p.name for p in images["apply"].glob("*.png"))
+    assert _png(tmp_path / "a.png").shape == _grid_shape(2, 4, row_labels=names, title="v = …",
+                                                         column_labels=["original", "scale 0", "scale 1", "scale 2"])
 
 
 def test_arithmetic_numbers(trained, images, tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ LATENTS_FORMAT_NAME = "aecli-latents"
 class LatentMapConfig:
     checkpoint: str
     data: str | None = None  # None: the checkpoint's training source
-    split: str = "val"
+    split: str = "auto"  # val of the training data, all of other data (aecli.data.open_for)
     n: int | None = None  # random subsample of this many images (reproducible with seed)
     out: str = "tsne.png"
     method: str = "tsne"
@@ -60,6 +60,9 @@ class LatentMapConfig:
             raise UsageError(f"k must be at least 1, got {self.k}")
         if self.save_latents and Path(self.save_latents).suffix.lower() not in LATENT_FORMATS:
             raise UsageError(f"--save-latents must end in {' or '.join(LATENT_FORMATS)}, got {self.save_latents!r}")
+        if not _written_by_tsne(self.csv_path):
+            raise UsageError(f"--out {self.out} would overwrite {self.csv_path} (the table goes beside the figure), "
+                             "which `aecli tsne` did not write; choose another --out")
 
     @property
     def csv_path(self) -> Path:
@@ -88,22 +91,43 @@ def checkpoint_label(path: str | Path) -> str:
     return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
 
 
-def _title(cfg: LatentMapConfig, family: str, source: str, n: int, proj: Projection) -> str:
+def _title(cfg: LatentMapConfig, family: str, source: str, split: str, n: int, proj: Projection) -> str:
     if proj.method == "tsne":
         how = f"t-SNE, perplexity {proj.perplexity:g}" + (f", PCA→{proj.pca_dims}" if proj.pca_dims else "")
     else:
         how = "PCA"
-    return f"{checkpoint_label(cfg.checkpoint)} ({family}) · {how} · {source} [{cfg.split}], n={n}, seed {cfg.seed}"
+    return f"{checkpoint_label(cfg.checkpoint)} ({family}) · {how} · {source} [{split}], n={n}, seed {cfg.seed}"
+
+
+TABLE_HEADER = ["index", "name", "label", "class_name", "x", "y"]
+
+
+def _written_by_tsne(path: Path) -> bool:
+    """True when ``path`` is absent or a table this command wrote (its header line): the CSV name is
+    derived from --out, so `--out RUN/metrics.png` must not replace a run's metrics.csv."""
+    if not path.exists() and not path.is_symlink():
+        return True
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(200) if path.is_file() else b""
+    except OSError:
+        return False
+    return first.rstrip(b"\r\n") == ",".join(TABLE_HEADER).encode()
+
+
+def _utf8(name: str) -> str:
+    """A file name as UTF-8 text: bytes that are not UTF-8 (kept by Python as surrogates) become \\xNN."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def write_table(path: Path, indices: np.ndarray, names: list[str], labels: np.ndarray,
                 class_names: list[str], coords: np.ndarray) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["index", "name", "label", "class_name", "x", "y"])
+    w.writerow(TABLE_HEADER)
     for i, name, label, (x, y) in zip(indices.tolist(), names, labels.tolist(), coords.tolist()):
         cname = class_names[label] if 0 <= label < len(class_names) else ""
-        w.writerow([i, name, label, cname, f"{x:.6g}", f"{y:.6g}"])
+        w.writerow([i, _utf8(name), label, _utf8(cname), f"{x:.6g}", f"{y:.6g}"])
     write_text(path, buf.getvalue())
 
 
@@ -143,17 +167,17 @@ def latent_map(cfg: LatentMapConfig, progress: bool = False,
     if not model.has_encoder:
         raise UsageError(f"{cfg.checkpoint} is a {family} checkpoint: it has no encoder, so images cannot be "
                          "mapped to latents; give an autoencoder or VAE checkpoint")
-    source = cfg.data or spec.source
-    if not source:
-        raise UsageError(f"{cfg.checkpoint} does not record its training data; give --data SRC")
-    data = open_for(spec, source, split=cfg.split, data_root=cfg.data_root, cache_dir=cfg.cache,
-                    progress=sys.stderr.isatty())
+    data = open_for(spec, cfg.data, checkpoint=cfg.checkpoint, split=cfg.split, data_root=cfg.data_root,
+                    cache_dir=cfg.cache, progress=sys.stderr.isatty())
+    provenance = data.provenance
+    source = provenance.source
     notes: list[str] = []
     total = len(data)
     indices = subsample_indices(total, cfg.n, cfg.seed)
     if len(indices) < total:
         data = data.subset(indices)
         notes.append(f"using a random {len(indices)} of {total} images (seed {cfg.seed})")
+    say(provenance.line(len(data)))  # first, before the slow part
     class_names = list(data.class_names or spec.class_names)
     labels = data.labels.numpy().astype(np.int64)
     raw = encode_images(model, data, spec.value_range, device=device, batch_size=cfg.batch_size,
@@ -167,15 +191,18 @@ def latent_map(cfg: LatentMapConfig, progress: bool = False,
         say(note)
 
     figure, table = Path(cfg.out), cfg.csv_path
-    plot_embedding(proj.coords, labels, class_names, figure, _title(cfg, family, source, len(labels), proj))
+    plot_embedding(proj.coords, labels, class_names, figure,
+                   _title(cfg, family, source, provenance.split, len(labels), proj), axis_labels=proj.axis_labels())
     write_table(table, indices, data.names, labels, class_names, proj.coords)
     if cfg.save_latents:
         save_latents(cfg.save_latents, raw, labels, data.names, indices, class_names, cfg.checkpoint, source)
     summary = {
-        "checkpoint": str(cfg.checkpoint), "family": family, "data": source, "split": cfg.split,
+        "checkpoint": str(cfg.checkpoint), "family": family, "data": source, "split": provenance.split,
+        "provenance": provenance.to_dict(len(labels)),
         "images": len(labels), "images_in_split": total, "latent_shape": list(raw.shape[1:]),
         "latent_dim": int(flat.shape[1]), "method": proj.method, "perplexity": proj.perplexity,
-        "pca_dims": proj.pca_dims, "seed": cfg.seed, "device": str(device), "ema": cfg.ema,
+        "pca_dims": proj.pca_dims, "explained_variance": list(proj.explained) if proj.explained else None,
+        "seed": cfg.seed, "device": str(device), "ema": cfg.ema,
         **quality.to_dict(), "notes": notes,
         "outputs": {"figure": str(figure), "table": str(table), "latents": cfg.save_latents},
     }

@@ -40,9 +40,11 @@ def marker_size(n_points: int) -> float:
 
 
 def plot_embedding(coords: np.ndarray, labels: np.ndarray, class_names: Sequence[str],
-                   path: str | os.PathLike[str], title: str = "") -> None:
+                   path: str | os.PathLike[str], title: str = "",
+                   axis_labels: tuple[str, str] | None = None) -> None:
     """Scatter ``coords`` [N, 2] coloured by ``labels`` (-1 = unlabelled) and write it atomically;
-    the format follows the file's extension (png, svg or pdf)."""
+    the format follows the file's extension (png, svg or pdf). ``axis_labels`` (a PCA view) keeps the
+    axes' ticks and names them; without them (t-SNE) the axes are unitless and bare."""
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
     labels = np.asarray(labels, dtype=np.int64)
@@ -65,8 +67,12 @@ def plot_embedding(coords: np.ndarray, labels: np.ndarray, class_names: Sequence
         mask = labels == c
         name = class_names[c] if c < len(class_names) else str(c)
         ax.scatter(coords[mask, 0], coords[mask, 1], s=s, color=colours[c], linewidths=0, label=name)
-    ax.set_xticks([])
-    ax.set_yticks([])  # t-SNE axes have no units; ticks would suggest they do
+    if axis_labels is not None:
+        ax.set_xlabel(axis_labels[0])
+        ax.set_ylabel(axis_labels[1])
+    else:
+        ax.set_xticks([])
+        ax.set_yticks([])  # t-SNE axes have no units; ticks would suggest they do
     if title:
         ax.set_title(title, fontsize=9, wrap=True)
     legend = ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=ncol, fontsize=8 if ncol == 1 else 7,

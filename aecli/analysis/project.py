@@ -20,12 +20,21 @@ class Projection:
     perplexity: float | None  # the value actually used (t-SNE only)
     pca_dims: int | None  # dimensions after the PCA step, None when the latents were used as they are
     notes: list[str] = field(default_factory=list)
+    explained: tuple[float, float] | None = None  # PCA view: share of the latent variance along x and y
+
+    def axis_labels(self) -> tuple[str, str] | None:
+        """PCA axes mean something (directions of most variance): say how much each one carries."""
+        if self.explained is None:
+            return None
+        return tuple(f"PC{i + 1} ({100 * v:.1f} % of latent variance)" for i, v in enumerate(self.explained))
 
 
-def _pca(x: np.ndarray, dims: int, seed: int) -> np.ndarray:
+def _pca(x: np.ndarray, dims: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``dims`` principal components of ``x`` and the share of variance each explains."""
     from sklearn.decomposition import PCA
 
-    return PCA(n_components=dims, random_state=seed).fit_transform(x)
+    pca = PCA(n_components=dims, random_state=seed)
+    return pca.fit_transform(x), pca.explained_variance_ratio_
 
 
 def check_method(method: str, perplexity: float) -> None:
@@ -47,15 +56,16 @@ def project(latents: np.ndarray, method: str = "tsne", *, perplexity: float = 30
             raise UsageError(f"PCA needs at least 2 images, got {n}")
         if d == 1:  # a 1-D latent is its own projection; the second axis carries nothing
             return Projection(np.hstack([x, np.zeros_like(x)]), "pca", None, None,
-                              ["the latent is 1-D: y is 0"])
-        return Projection(_pca(x, 2, seed).astype(np.float32), "pca", None, 2)
+                              ["the latent is 1-D: y is 0"], (1.0, 0.0))
+        coords, ratio = _pca(x, 2, seed)
+        return Projection(coords.astype(np.float32), "pca", None, 2, [], (float(ratio[0]), float(ratio[1])))
     if n < MIN_TSNE_POINTS:
         raise UsageError(f"t-SNE needs at least {MIN_TSNE_POINTS} images, got {n}; "
                          "use more data or --method pca")
     used_pca = None
     k = min(pca_dims, n, d)
     if d > pca_dims:
-        x = _pca(x, k, seed).astype(np.float32)
+        x = _pca(x, k, seed)[0].astype(np.float32)
         used_pca = k
     if perplexity >= n:
         # scikit-learn refuses perplexity >= N; (N-1)/3 is the largest value whose 3·perplexity

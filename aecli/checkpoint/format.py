@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from aecli.atomic import atomic_path
 from aecli.data.spec import DataSpec
 from aecli.errors import CheckpointError, UsageError
+from aecli.untrusted import regular_file
 
 if TYPE_CHECKING:
     import torch
@@ -121,6 +122,9 @@ def read_header(path: str | os.PathLike[str]) -> CheckpointHeader:
         raise CheckpointError(f"checkpoint {p} does not exist; check the path")
     if p.is_dir():
         raise CheckpointError(f"{p} is a folder; give a .safetensors file inside it (e.g. {p}/best.safetensors)")
+    problem = regular_file(p)
+    if problem is not None:  # a FIFO blocks open() forever; /dev/zero has no size and never ends
+        raise CheckpointError(f"checkpoint {p} is {problem}, not a regular file; give an aecli .safetensors file")
     size = p.stat().st_size
     not_st = f"{p} is not a safetensors file"
     with open(p, "rb") as fh:
@@ -205,7 +209,8 @@ def _check_data_spec(spec: DataSpec) -> None:
     if not (_is_int(spec.image_size) and spec.image_size > 0 and spec.channels in (1, 3)
             and _is_int(spec.channels) and len(lo_hi) == 2 and all(math.isfinite(v) for v in lo_hi)
             and lo_hi[0] < lo_hi[1] and isinstance(spec.class_names, list)
-            and all(isinstance(c, str) for c in spec.class_names) and isinstance(spec.source, str)):
+            and all(isinstance(c, str) for c in spec.class_names) and isinstance(spec.source, str)
+            and isinstance(spec.source_path, str)):
         raise ValueError("malformed data spec")
     # Optional since aecli 0.1 checkpoints written before them read as None (the default split).
     if spec.val_count is not None and not (_is_int(spec.val_count) and spec.val_count >= 1):

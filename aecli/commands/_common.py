@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Any, Callable, TypeVar
+from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 
 from aecli.errors import AecliError, UsageError
+from aecli.untrusted import printable
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -20,11 +21,19 @@ PANEL_LOSS = "Losses"
 PANEL_OUTPUT = "Output"
 PANEL_RUNTIME = "Runtime"
 PANEL_WEIGHTS = "Pretrained weights"
+# --split of every command that reads images (aecli.data.open_for): one rule, one text.
+SPLIT_HELP = ("auto|val|train|all. auto: val on the checkpoint's training data (the images training held out, "
+              "by its own rule), all on other data. Image files are always used whole.")
+
+# Options that mean the same in every command are declared once, here.
+TileSizeOpt = Annotated[Optional[int], typer.Option(
+    "--tile-size", min=1, help="Grid tile size in pixels. Default: images of 64 px or less enlarged (nearest neighbour) "
+    "to at least 96 px, larger ones shown as they are.", rich_help_panel=PANEL_OUTPUT, show_default=False)]
 
 
 def fail(message: str, code: int) -> None:
     """Print one line to stderr and exit with ``code``: never a traceback for a user error."""
-    typer.echo(f"Error: {message}", err=True)
+    typer.echo(f"Error: {printable(message)}", err=True)
     raise typer.Exit(code=code)
 
 
@@ -46,6 +55,13 @@ def handle_errors(fn: F) -> F:
             fail(f"{exc.strerror or exc}{where}; check free space and permissions", 1)
 
     return wrapper  # type: ignore[return-value]
+
+
+def format_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                   line: str | None = None) -> str:
+    """Warnings as one line, `Warning: …`, like errors: no internal path or source line in batch logs
+    (installed as warnings.formatwarning by the `aecli` entry point)."""
+    return f"Warning: {printable(message)}\n"
 
 
 def parse_floats(text: str, name: str, count: int | None = None) -> list[float]:

@@ -9,30 +9,34 @@ from typing import Annotated, Optional
 import typer
 
 from aecli import completion
-from aecli.commands._common import (PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, PANEL_WEIGHTS, handle_errors,
-                                    parse_list, stdout_is_terminal)
+from aecli.commands._common import (PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, PANEL_WEIGHTS, SPLIT_HELP,
+                                    handle_errors, parse_list, stdout_is_terminal)
 from aecli.errors import UsageError
 from aecli.metrics import DEFAULT_METRICS
-METRICS_HELP = ("Comma list of: l1, mse, psnr, ssim, ms-ssim, lpips, kl, rfid, latent (active dims, mean "
-                "|z|, total variance), fid, is, kid (generative families, on --samples prior draws), class-acc "
+METRICS_HELP = ("Comma list of: l1, mse (on [0,1] images), psnr, ssim, ms-ssim, lpips, kl (column kl_per_image: nats "
+                "per image), rfid, latent (active dims, mean |z|, total variance), codebook (vq-vae/vqgan: code "
+                "perplexity, used codes, usage = used / codebook size, dead codes; --codebook-plots for a usage "
+                "histogram), fid, is, kid (generative families, on --samples prior draws), class-acc "
                 "(class-conditional models, seed 004: an MLP classifier trained on the real labelled train split, "
                 "cached in --cache-dir, scores --class-samples draws per class; columns class_acc = share "
                 "classified as the asked class, class_conf = mean softmax probability of the asked class, "
                 "class_ceiling = the classifier's accuracy on real val images; each the mean over classes, "
                 "per class as class_acc[NAME], class_conf[NAME], class_ceiling[NAME] in --json/--csv). "
-                "Default needs only the LPIPS weights; FID-type metrics need the Inception weights.")
+                "Default: l1, mse, psnr, ssim, plus lpips when its pretrained weights are on this machine "
+                "(skipped with a note saying how to get them otherwise); FID-type metrics need the Inception "
+                "weights.")
 
 
 @handle_errors
 def evaluate(
     checkpoints: Annotated[Optional[list[Path]], typer.Argument(
         help="One or more aecli checkpoints; each becomes one row.", show_default=False)] = None,
-    metrics: Annotated[str, typer.Option("--metrics", "-m", help=METRICS_HELP, autocompletion=completion.metrics)] = DEFAULT_METRICS,
+    metrics: Annotated[Optional[str], typer.Option("--metrics", "-m", help=METRICS_HELP, show_default=False,
+                                                   autocompletion=completion.metrics)] = None,
     data: Annotated[Optional[str], typer.Option(
         "--data", help="Evaluation data (folder, file list, digits, mnist, ...). Default: the checkpoint's "
-        "training source.", rich_help_panel=PANEL_DATA)] = None,
-    split: Annotated[str, typer.Option(help="Which split to score: val, train or all.",
-                                       rich_help_panel=PANEL_DATA)] = "val",
+        "training data.", rich_help_panel=PANEL_DATA)] = None,
+    split: Annotated[str, typer.Option(help=SPLIT_HELP, rich_help_panel=PANEL_DATA)] = "auto",
     n: Annotated[Optional[int], typer.Option("--n", help="Use at most N images of the split.",
                                              rich_help_panel=PANEL_DATA)] = None,
     data_root: Annotated[Optional[str], typer.Option(envvar="AECLI_DATA_ROOT", help="Where torchvision data sets live.",
@@ -76,6 +80,9 @@ def evaluate(
     device: Annotated[str, typer.Option(envvar="AECLI_DEVICE", help="auto, cpu, cuda or cuda:N.", rich_help_panel=PANEL_RUNTIME)] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the prior draws (fid/is/kid, class-acc).",
                                       rich_help_panel=PANEL_RUNTIME)] = 0,
+    codebook_plots: Annotated[Optional[Path], typer.Option(help="codebook: write each checkpoint's per-code "
+                                                           "usage histogram here (<run>_<checkpoint>_codebook.png).",
+                                                           rich_help_panel=PANEL_OUTPUT)] = None,
     json_path: Annotated[Optional[Path], typer.Option("--json", help="Write values, N, sizes, device, library "
                                                       "versions, weights hashes and the FID protocol as JSON.",
                                                       rich_help_panel=PANEL_OUTPUT)] = None,
@@ -93,25 +100,32 @@ def evaluate(
     if not paired and not checkpoints:
         raise UsageError("give one or more checkpoints, or --pred DIR --ref DIR")
     # The weights check runs before torch is even imported: a missing file fails in well under a second.
-    from aecli.weights import require_weights
-
-    metric_list = parse_list(metrics)
-    require_weights(metric_list, lpips_net, weights_dir, inception_weights, lpips_weights, fid_backend=fid_backend)
-
     from rich.console import Console
+
+    from aecli.weights import require_weights, split_available
+
+    err = Console(stderr=True)
+    if metrics is None:  # the default works offline: metrics whose files are missing are skipped, with a note
+        metric_list, _, note = split_available(parse_list(DEFAULT_METRICS), lpips_net, weights_dir,
+                                               inception_weights, lpips_weights)
+        if note:
+            typer.echo(f"note: {note}", err=True)  # one line, never folded at 80 columns
+    else:
+        metric_list = parse_list(metrics)
+        require_weights(metric_list, lpips_net, weights_dir, inception_weights, lpips_weights, fid_backend=fid_backend)
 
     from aecli.metrics.evaluate import EvalConfig, evaluate_checkpoints, evaluate_folders
     from aecli.metrics.report import print_report, write_csv, write_json
 
-    err = Console(stderr=True)
     cfg = EvalConfig(metrics=metric_list, data=data, split=split, n=n, batch_size=batch_size, device=device,
                      lpips_net=lpips_net, samples=samples, weights_dir=weights_dir,
                      inception_weights=inception_weights, lpips_weights=lpips_weights, cache_dir=cache_dir,
                      ema=ema, active_threshold=active_threshold, data_root=data_root, seed=seed,
-                     class_samples=class_samples, fid_backend=fid_backend, clean_fid_mode=clean_fid_mode)
+                     class_samples=class_samples, codebook_plots=str(codebook_plots) if codebook_plots else None,
+                     fid_backend=fid_backend, clean_fid_mode=clean_fid_mode)
 
     def log(message: str) -> None:
-        err.print(message, style="dim", markup=False, highlight=False)
+        err.print(message, style="dim", markup=False, highlight=False, soft_wrap=True)  # one line each
 
     if paired:
         report = evaluate_folders(str(pred), str(ref), cfg, skip_unpaired, log=log)

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from aecli.commands._common import handle_errors
+from aecli.commands._common import handle_errors, stdout_is_terminal
 
 
 def checkpoint_info(path: Path) -> dict[str, Any]:
@@ -43,25 +43,38 @@ def info(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of tables.")] = False,
 ) -> None:
     """Show a checkpoint's family, config, data spec, training summary, size and SHA-256."""
+    from aecli.untrusted import json_safe, printable
+
     summary = checkpoint_info(checkpoint)
     if json_out:
-        typer.echo(json.dumps(summary, indent=2))
+        # Strict JSON: NaN/inf (a diverged run's losses) become null; control characters are escaped.
+        typer.echo(json.dumps(json_safe(summary), indent=2, allow_nan=False))
+        return
+    rows = [(key, f"{summary[key]:,}" if key in ("parameters", "file_size") else str(summary[key]))
+            for key in ("family", "format_version", "parameters", "has_ema", "file_size", "sha256",
+                        "aecli_version", "torch_version", "created")]
+    for section in ("config", "data", "training"):
+        rows += [(f"{section}.{key}", json.dumps(value) if not isinstance(value, str) else value)
+                 for key, value in summary[section].items()]
+    if not stdout_is_terminal():
+        # Piped or redirected: "key: value" lines, never wrapped (a SHA-256 stays on one line for grep/cut).
+        typer.echo("\n".join(f"{printable(key)}: {printable(value)}" for key, value in rows))
         return
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    console = Console()
-    table = Table(title=str(checkpoint), show_header=False)
-    table.add_column("key", style="bold")
+    # Everything shown comes from the file: as plain Text (no rich markup) with control characters
+    # escaped, so crafted metadata cannot move the cursor, clear the screen or set the window title.
+    def cell(value: Any) -> Text:
+        return Text(printable(value))
+
+    table = Table(title=cell(checkpoint), show_header=False)
+    table.add_column("key", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
-    for key in ("family", "format_version", "parameters", "has_ema", "file_size", "sha256",
-                "aecli_version", "torch_version", "created"):
-        value = summary[key]
-        table.add_row(key, f"{value:,}" if key in ("parameters", "file_size") else str(value))
-    for section in ("config", "data", "training"):
-        for key, value in summary[section].items():
-            table.add_row(f"{section}.{key}", json.dumps(value) if not isinstance(value, str) else value)
-    console.print(table)
+    for key, value in rows:
+        table.add_row(cell(key), cell(value))
+    Console().print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from aecli.commands._common import handle_errors
+from aecli.commands._common import handle_errors, stdout_is_terminal
 
 
 def supported_commands(cls: type) -> list[str]:
@@ -16,7 +16,7 @@ def supported_commands(cls: type) -> list[str]:
         cmds += ["reconstruct", "encode", "evaluate", "tsne"]
     elif cls.has_prior:
         cmds += ["evaluate"]
-    if cls.has_prior or (cls.has_encoder and cls.decodes_latent):
+    if not cls.sample_refusal and (cls.has_prior or (cls.has_encoder and cls.decodes_latent)):
         cmds.append("sample" if cls.has_prior else "sample --fit")
     if cls.decodes_latent:
         cmds += ["decode", "interpolate"]
@@ -40,28 +40,58 @@ def family_rows() -> list[dict[str, object]]:
     return rows
 
 
+def _options_text(options: dict[str, object]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in options.items())
+
+
+def plain_lines(rows: list[dict[str, object]]) -> list[str]:
+    """One tab-separated line per family (header first): never wrapped, for grep, cut and awk."""
+    lines = ["family\tseed\twhat it is\tcommands\toptions (defaults)"]
+    for r in rows:
+        lines.append("\t".join([str(r["name"]), str(r["seed"]), str(r["description"]),
+                                ",".join(r["commands"]),  # type: ignore[arg-type]
+                                _options_text(r["options"])]))  # type: ignore[arg-type]
+    return lines
+
+
+def terminal_blocks(rows: list[dict[str, object]], width: int) -> list[str]:
+    """Per family: its whole name and what it is, then seed, commands and options on indented lines
+    wrapped at ``width`` between words (a family name or an option is never split)."""
+    import textwrap
+
+    def wrap(label: str, text: str) -> str:
+        return textwrap.fill(text, width=max(40, width), initial_indent=f"  {label:<10}",
+                             subsequent_indent=" " * 12, break_long_words=False, break_on_hyphens=False)
+
+    blocks = []
+    for r in rows:
+        head = textwrap.fill(f"{r['name']} — {r['description']}", width=max(40, width), subsequent_indent="    ",
+                             break_long_words=False, break_on_hyphens=False)
+        blocks.append("\n".join([head, wrap("seed", str(r["seed"])),
+                                  wrap("commands", ", ".join(r["commands"])),  # type: ignore[arg-type]
+                                  wrap("options", _options_text(r["options"]))]))  # type: ignore[arg-type]
+    return blocks
+
+
 @handle_errors
 def models(
-    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
-    """List every model family: what it is, its seed, options with defaults, supported commands."""
+    """List every model family: what it is, its seed, options with defaults, supported commands.
+
+    In a terminal: a block per family. Piped or redirected: one tab-separated line per family."""
     rows = family_rows()
     if json_out:
         import json
 
         typer.echo(json.dumps(rows, indent=2, default=list))
         return
-    from rich.console import Console
-    from rich.table import Table
+    if not stdout_is_terminal():
+        typer.echo("\n".join(plain_lines(rows)))
+        return
+    import shutil
 
-    table = Table(title="aecli model families", show_lines=True)
-    for col in ("family", "what it is", "seed", "options (defaults)", "commands"):
-        table.add_column(col, overflow="fold")
-    for r in rows:
-        opts = ", ".join(f"{k}={v}" for k, v in r["options"].items())  # type: ignore[union-attr]
-        table.add_row(str(r["name"]), str(r["description"]), str(r["seed"]), opts,
-                      ", ".join(r["commands"]))  # type: ignore[arg-type]
-    Console().print(table)
+    typer.echo("\n\n".join(terminal_blocks(rows, shutil.get_terminal_size().columns - 1)))
 
 
 def register(app: typer.Typer) -> None:

@@ -1,4 +1,4 @@
-"""`aecli reconstruct CKPT [CKPT ...] --data SRC --out DIR`: thin CLI over aecli.inference.reconstruct."""
+"""`aecli reconstruct CKPT [CKPT ...] [--data SRC] --out DIR`: thin CLI over aecli.inference.reconstruct."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from aecli.commands._common import PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, handle_errors
+from aecli.commands._common import PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, SPLIT_HELP, TileSizeOpt, handle_errors
 
 
 @handle_errors
 def reconstruct(
     checkpoints: Annotated[list[Path], typer.Argument(help="One or more .safetensors checkpoints (one comparison row each).")],
-    data: Annotated[list[str], typer.Option("--data", help="Image folder, image file(s) (repeat --data), QuickDraw folder, or a dataset name (digits, shapes, mnist, …).", rich_help_panel=PANEL_DATA)],
     out: Annotated[Path, typer.Option(help="Output folder: one PNG per input (per checkpoint sub-folder when several) and comparison.png.", rich_help_panel=PANEL_OUTPUT)],
-    split: Annotated[str, typer.Option(help="all|train|val (train/val as `aecli train` splits the source).", rich_help_panel=PANEL_DATA)] = "all",
+    data: Annotated[Optional[list[str]], typer.Option("--data", help="Image folder, image file(s) (repeat --data), QuickDraw folder, or a dataset name (digits, shapes, mnist, …). Default: the checkpoint's training data.", rich_help_panel=PANEL_DATA)] = None,
+    split: Annotated[str, typer.Option(help=SPLIT_HELP, rich_help_panel=PANEL_DATA)] = "auto",
     n: Annotated[Optional[int], typer.Option("--n", help="Use N inputs: the first N, or N at random with --random.", rich_help_panel=PANEL_DATA)] = None,
     random: Annotated[bool, typer.Option("--random", help="Pick the --n inputs at random (reproducible with --seed).", rich_help_panel=PANEL_DATA)] = False,
     seed: Annotated[int, typer.Option(help="Seed for --random.", rich_help_panel=PANEL_DATA)] = 0,
@@ -26,6 +26,7 @@ def reconstruct(
     grid_n: Annotated[int, typer.Option(help="Inputs shown in comparison.png.", rich_help_panel=PANEL_OUTPUT)] = 16,
     batch_size: Annotated[int, typer.Option(help="Images per batch.", rich_help_panel=PANEL_RUNTIME)] = 64,
     device: Annotated[str, typer.Option(envvar="AECLI_DEVICE", help="auto|cpu|cuda|cuda:N.", rich_help_panel=PANEL_RUNTIME)] = "auto",
+    tile_size: TileSizeOpt = None,
     ema: Annotated[bool, typer.Option("--ema", help="Use the checkpoints' EMA weights.", rich_help_panel=PANEL_RUNTIME)] = False,
 ) -> None:
     """Reconstruct images with one or more checkpoints; comparison grid of inputs vs. each checkpoint.
@@ -34,9 +35,11 @@ def reconstruct(
     comparison.png: row 1 the inputs, then one row per checkpoint (e.g. an AE next to a VAE)."""
     from aecli.inference import reconstruct as run
 
-    result = run(checkpoints, data[0] if len(data) == 1 else data, out, n=n, random=random, seed=seed,
+    source = None if not data else data[0] if len(data) == 1 else data
+    result = run(checkpoints, source, out, n=n, random=random, seed=seed,
                  split=split, batch_size=batch_size, device=device, save_latents=save_latents,
-                 image_size=image_size, class_name=class_name, ema=ema, grid_n=grid_n, data_root=data_root)
+                 image_size=image_size, class_name=class_name, ema=ema, grid_n=grid_n, data_root=data_root, tile_size=tile_size)
+    typer.echo(result.data_line, err=True)
     for label, files in result.files.items():
         typer.echo(f"{label}: {len(files)} reconstructions, mean PSNR {result.psnr[label]:.2f} dB "
                    f"→ {files[0].parent if files else out}")

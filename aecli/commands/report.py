@@ -24,7 +24,7 @@ def report(
     comparison table (swept hyperparameters become columns)."""
     from aecli.reporting import collect_runs, render_html, render_markdown
 
-    summaries = collect_runs(runs, eval_file or [])
+    summaries = collect_runs(runs, eval_file or [], note=lambda text: typer.echo(f"note: {text}", err=True))
     render = render_html if html else render_markdown
     path = render(summaries, out, title, sort_by)
     typer.echo(f"wrote {path} ({len(summaries)} runs)")

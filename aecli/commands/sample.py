@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from aecli.commands._common import PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, handle_errors
+from aecli.commands._common import PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, TileSizeOpt, handle_errors
 
 
 @handle_errors
@@ -27,6 +27,7 @@ def sample(
     nrow: Annotated[Optional[int], typer.Option(help="Grid: images per row (default: square).", rich_help_panel=PANEL_OUTPUT)] = None,
     batch_size: Annotated[int, typer.Option(help="Samples decoded per batch.", rich_help_panel=PANEL_RUNTIME)] = 256,
     device: Annotated[str, typer.Option(envvar="AECLI_DEVICE", help="auto|cpu|cuda|cuda:N.", rich_help_panel=PANEL_RUNTIME)] = "auto",
+    tile_size: TileSizeOpt = None,
     ema: Annotated[bool, typer.Option("--ema", help="Use the checkpoint's EMA weights.", rich_help_panel=PANEL_RUNTIME)] = False,
 ) -> None:
     """Draw samples from the prior (or a Gaussian fitted with --fit) into a grid PNG or a folder.
@@ -38,7 +39,9 @@ def sample(
 
     result = run(checkpoint, out, n=n, temperature=temperature, seed=seed, class_name=class_name,
                  per_class=per_class, fit=fit, fit_kind=fit_kind, fit_n=fit_n, fit_split=fit_split,
-                 batch_size=batch_size, device=device, nrow=nrow, ema=ema, data_root=data_root)
+                 batch_size=batch_size, device=device, nrow=nrow, ema=ema, data_root=data_root, tile_size=tile_size)
+    if result.data_line:
+        typer.echo(result.data_line, err=True)
     typer.echo(f"sampling from: {result.prior} (seed {seed})")
     if result.kind == "grid":
         typer.echo(f"{result.count} samples ({result.rows}×{result.columns} grid) → {result.out}")

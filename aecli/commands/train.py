@@ -61,29 +61,32 @@ def load_toml(path: Path) -> dict[str, Any]:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
         import tomli as tomllib  # type: ignore[no-redef]
+    from aecli.untrusted import regular_file
+
+    problem = regular_file(path)
+    if problem is not None and problem.startswith("a "):  # a FIFO would block open() forever
+        raise UsageError(f"--config {path} is {problem}, not a regular file; give a TOML file")
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
     except OSError as exc:
         raise UsageError(f"--config {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"--config {path} is not UTF-8 text; save it as UTF-8 TOML") from None
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"--config {path} is not valid TOML: {exc}") from None
 
 
-def build_config(family: str, cli: dict[str, Any], given: set[str], toml: dict[str, Any]) -> Any:
-    """Merge: TrainConfig defaults < TOML file < options given on the command line."""
+def build_config(family: str, cli: dict[str, Any], given: set[str], toml: dict[str, Any],
+                 where: str = "the config file") -> Any:
+    """Merge: TrainConfig defaults < TOML file < options given on the command line. Every TOML value is
+    checked against the option's declared type, and [model] keys against the family's config."""
     from aecli.training import TrainConfig
+    from aecli.training.config import check_model_options, check_options
 
     names = {f.name for f in dataclasses.fields(TrainConfig)}
-    values: dict[str, Any] = {}
-    model: dict[str, Any] = dict(toml.get("model", {}))
-    for key, value in toml.items():
-        if key in ("model", "family"):
-            continue
-        k = key.replace("-", "_")
-        if k not in names:
-            raise UsageError(f"unknown option {key!r} in the config file; see `aecli train --help`")
-        values[k] = value
+    values = check_options({k: v for k, v in toml.items() if k != "family"}, where)
+    model = check_model_options(family, values.pop("model", {}), where)
     for k, v in cli.items():
         if k in given or k not in values:
             values[k] = v
@@ -142,8 +145,11 @@ def train(
     weights_dir: Annotated[Optional[str], typer.Option(envvar="AECLI_WEIGHTS_DIR", help="Pretrained weights folder (default $TORCH_HOME/hub/checkpoints).", rich_help_panel=PANEL_LOSS)] = None,
     adv: Annotated[float, typer.Option(help="Adversarial PatchGAN loss weight.", rich_help_panel=PANEL_LOSS)] = 0.0,
     adv_start: Annotated[int, typer.Option(help="Step at which the adversarial term starts.", rich_help_panel=PANEL_LOSS)] = 0,
-    epochs: Annotated[int, typer.Option(help="Epochs to train (on resume: the new total).", rich_help_panel=PANEL_TRAIN)] = 10,
-    batch_size: Annotated[int, typer.Option(help="Batch size per process.", rich_help_panel=PANEL_TRAIN)] = 64,
+    epochs: Annotated[Optional[int], typer.Option(help="Epochs to train (default 10; with --max-steps, as many as it needs; on resume: the new total).", rich_help_panel=PANEL_TRAIN)] = None,
+    max_steps: Annotated[int, typer.Option(help="Stop after exactly this many optimizer steps, resumable (0: no limit); with --epochs, whichever comes first.", rich_help_panel=PANEL_TRAIN)] = 0,
+    max_time: Annotated[Optional[str], typer.Option(help="Stop at the first step after this wall time (600, 90m, 1h30m, DD:HH:MM:SS), save and exit 0; set it a little under a Slurm time limit.", rich_help_panel=PANEL_TRAIN)] = None,
+    batch_size: Annotated[int, typer.Option(help="Batch size per process (per micro-batch with --grad-accum-steps).", rich_help_panel=PANEL_TRAIN)] = 64,
+    grad_accum_steps: Annotated[int, typer.Option(help="Accumulate gradients of K micro-batches per optimizer step: effective batch = batch size × K (× processes).", rich_help_panel=PANEL_TRAIN)] = 1,
     lr: Annotated[float, typer.Option(help="Learning rate (gan: the generator's).", rich_help_panel=PANEL_TRAIN)] = 1e-3,
     lr_d: Annotated[Optional[float], typer.Option(help="Discriminator learning rate (gan default 4×lr).", rich_help_panel=PANEL_TRAIN)] = None,
     optimizer: Annotated[str, typer.Option(help="adam|adamw.", rich_help_panel=PANEL_TRAIN)] = "adam",
@@ -171,18 +177,28 @@ def train(
     tracker: Annotated[Optional[list[str]], typer.Option("--tracker", help="Experiment tracker (repeatable): tensorboard, wandb (offline), mlflow (local file store), csv.", rich_help_panel=PANEL_OUTPUT, autocompletion=completion.trackers)] = None,
     tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Same as --tracker tensorboard.", rich_help_panel=PANEL_OUTPUT)] = False,
     requeue: Annotated[bool, typer.Option("--requeue", help="On SIGTERM/SIGUSR1, `scontrol requeue` the Slurm job.", rich_help_panel=PANEL_OUTPUT)] = False,
+    print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config as TOML (the keys --config reads) and exit.", rich_help_panel=PANEL_OUTPUT)] = False,
 ) -> None:
     """Train a model family. Writes last/best checkpoints, metrics, plots and grids to the run folder."""
     from aecli.training import train as run_training
 
+    from aecli.training.runfolder import read_run_config, resume_dir
+
     toml = load_toml(config) if config else {}
+    where = f"--config {config}"
+    if "family" in toml and not isinstance(toml["family"], str):
+        raise UsageError(f"{where}: family must be a string such as \"conv-ae\", got {toml['family']!r}")
     family = family or toml.get("family")
+    if print_config and resume:
+        raise UsageError("--print-config prints a new run's config; a run's own is in RUN/config.json")
+    run = resume_dir(resume, out or toml.get("out")) if resume and not print_config else None
+    if not family and run is not None:
+        family = read_run_config(run).family  # a resume needs no family: the run knows its own
     if not family:
         raise UsageError("give a model family (e.g. `aecli train conv-ae`) or a --config file with family = \"…\"")
     params = dict(ctx.params)
-    params.pop("family", None)
-    params.pop("config", None)
-    params.pop("resume", None)
+    for name in ("family", "config", "resume", "print_config"):
+        params.pop(name, None)
     given = {k for k in params if ctx.get_parameter_source(k).name in ("COMMANDLINE", "ENVIRONMENT")}
     model_kwargs = parse_model_options(family, params.pop("model_opt") or [])
     if num_classes:
@@ -194,11 +210,23 @@ def train(
         given.add("trackers")
     params["model"] = model_kwargs
     given.add("model")
-    cfg = build_config(family, params, given, toml)
-    cfg.model = {**dict(toml.get("model", {})), **model_kwargs}
+    cfg = build_config(family, params, given, toml, where)
+    if print_config:
+        from aecli.training.config import resolve_format, to_toml
+
+        cfg.validate()
+        typer.echo(to_toml(resolve_format(cfg)), nl=False)
+        return
     cfg.command_line = reproduce_command(ctx, family)
-    result = run_training(cfg, resume=resume)
-    if result.is_main:  # one summary line per job, not per process
+    given |= {k.replace("-", "_") for k in toml if k != "family"}
+    result = run_training(cfg, resume=resume, given=given)
+    if not result.is_main:  # one summary line per job, not per process
+        return
+    if result.stopped:
+        more = " (with a larger --max-steps)" if result.stopped.startswith("--max-steps") else ""
+        typer.echo(f"stopped at {result.stopped}: {result.steps} steps; state saved in {result.run_dir}. "
+                   f"Continue with{more}: {result.resume_hint}")
+    else:
         typer.echo(f"done: {result.steps} steps, {result.epochs} epochs; checkpoints in {result.run_dir}")
 
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from aecli.commands._common import PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, handle_errors
+from aecli.commands._common import PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, SPLIT_HELP, handle_errors
 
 
 def _fmt(value: float | None, why: list[str]) -> str:
@@ -17,7 +17,7 @@ def _fmt(value: float | None, why: list[str]) -> str:
 def tsne(
     checkpoint: Annotated[str, typer.Argument(help="An aecli .safetensors checkpoint with an encoder.")],
     data: Annotated[Optional[str], typer.Option(help="Image folder, QuickDraw folder, dataset name or digits|shapes (default: the checkpoint's training data).", rich_help_panel=PANEL_DATA)] = None,
-    split: Annotated[str, typer.Option(help="train|val|all (val: images the model did not train on).", rich_help_panel=PANEL_DATA)] = "val",
+    split: Annotated[str, typer.Option(help=SPLIT_HELP, rich_help_panel=PANEL_DATA)] = "auto",
     n: Annotated[Optional[int], typer.Option("--n", help="Use a random N of the images (reproducible with --seed).", rich_help_panel=PANEL_DATA)] = None,
     data_root: Annotated[Optional[str], typer.Option(envvar="AECLI_DATA_ROOT", help="Where torchvision datasets live.", rich_help_panel=PANEL_DATA)] = None,
     cache: Annotated[Optional[str], typer.Option(envvar="AECLI_CACHE", help="Folder for the decoded uint8 image cache.", rich_help_panel=PANEL_DATA)] = None,
@@ -38,7 +38,8 @@ def tsne(
     cfg = LatentMapConfig(checkpoint=checkpoint, data=data, split=split, n=n, out=out, method=method,
                           perplexity=perplexity, seed=seed, device=device, batch_size=batch_size, ema=ema,
                           data_root=data_root, cache=cache, save_latents=save_latents, json_out=json_out)
-    result = latent_map(cfg, progress=True, log=lambda msg: typer.echo(f"note: {msg}", err=True))
+    result = latent_map(cfg, progress=True,
+                        log=lambda msg: typer.echo(msg if msg.startswith("data: ") else f"note: {msg}", err=True))
     s: dict[str, Any] = result.summary
     q = result.quality
     why = q.notes  # only quality notes: why a figure is n/a

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from aecli import completion
-from aecli.commands._common import PANEL_WEIGHTS, handle_errors, parse_list
+from aecli.commands._common import PANEL_WEIGHTS, handle_errors, parse_list, stdout_is_terminal
 from aecli.errors import UsageError, WeightsMissingError
 
 weights_app = typer.Typer(
@@ -55,12 +55,11 @@ def check(
     lpips_weights: Annotated[Optional[str], typer.Option(help="Check this LPIPS backbone file instead.",
                                                          rich_help_panel=PANEL_WEIGHTS)] = None,
     fid_backend: BackendOpt = "torch-fidelity",
+    json_out: Annotated[bool, typer.Option("--json", help="Print JSON (one object per file) instead of text.")] = False,
 ) -> None:
-    """Per file: present, readable, SHA-256 (or a strict load) OK. Never touches the network."""
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
+    """Per file: present, readable, SHA-256 (or a strict load) OK. Never touches the network.
 
+    Piped or redirected: one tab-separated line per file (status, path, use, detail), never wrapped."""
     from aecli.weights import check_files, export_line, remedy
 
     wanted = _metrics(metrics)
@@ -70,15 +69,20 @@ def check(
             if status.need.path not in seen:
                 seen.add(status.need.path)
                 statuses.append(status)
-    table = Table(title="pretrained weights")
-    for col in ("file", "used for", "status"):
-        table.add_column(col, overflow="fold")
-    for s in statuses:
-        table.add_row(Text(str(s.need.path)), s.need.purpose,
-                      Text("ok: " + s.detail if s.ok else s.detail, style="green" if s.ok else "red"))
-    console = Console()
-    console.print(table)
-    typer.echo(export_line(weights_dir))
+    if json_out:
+        import json
+
+        typer.echo(json.dumps([{"file": str(s.need.path), "used_for": s.need.purpose, "ok": s.ok,
+                                "detail": s.detail} for s in statuses], indent=2))
+    elif not stdout_is_terminal():
+        for s in statuses:
+            typer.echo("\t".join(["ok" if s.ok else "MISSING", str(s.need.path), s.need.purpose, s.detail]))
+    else:  # a terminal: the path whole on its own line, never broken mid-word
+        for s in statuses:
+            status = typer.style("ok     " if s.ok else "MISSING", fg="green" if s.ok else "red", bold=not s.ok)
+            typer.echo(f"{status}  {s.need.purpose}: {s.detail}\n         {s.need.path}")
+    if not json_out:
+        typer.echo(export_line(weights_dir))
     bad = [s for s in statuses if not s.ok]
     if bad:
         listing = "; ".join(f"{s.need.path}: {s.detail}" for s in bad)

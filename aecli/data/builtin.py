@@ -9,8 +9,6 @@ import torch
 from PIL import Image, ImageDraw
 
 from aecli.data.catalog import Catalog, DecodeOptions, array_fill
-
-SHAPES_DEFAULT_COUNT = 2048
 SHAPE_CLASSES = ["circle", "square", "triangle", "diamond", "star", "cross"]
 _SHAPES_SEED = 20240501  # fixed: shape i is the same picture on every machine and every run
 _SHAPES_VERSION = 1  # bump when drawing changes, so old caches are not reused

@@ -4,7 +4,7 @@ decode any subset of them. Splits, limits and cache keys are computed on catalog
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -34,6 +34,7 @@ class Catalog:
     class_names: list[str]
     fill: FillFn
     slug: str = "data"  # human-readable prefix for cache file names
+    reasons: dict[int, str] = field(default_factory=dict)  # why items could not be decoded (filled by fill)
 
     def __len__(self) -> int:
         return len(self.names)

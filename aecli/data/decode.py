@@ -10,7 +10,15 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageOps
 
+from aecli.untrusted import regular_file
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+# Checked on the header, before any pixel is decoded. Pixels: PIL's own hard limit (2 × its 89 Mpx
+# warning), stated here so it holds whatever PIL is configured to. Aspect ratio: Resize(S) scales the
+# shorter side to S, so a 1×200000 strip (a 661-byte PNG) would become a 64×12.8M image (2.4 GB) before
+# the crop; no photo, scan or panorama is this elongated.
+MAX_PIXELS = 178_956_970
+MAX_ASPECT_RATIO = 50
 _WIDE_GRAY = ("I;16", "I;16B", "I;16L", "I;16N", "I", "F")  # more than 8 bits per pixel
 
 
@@ -62,7 +70,15 @@ def resize_center_crop(im: Image.Image, size: int) -> Image.Image:
 
 def load_image(path: str, size: int, channels: int) -> np.ndarray:
     """Decode ``path`` to uint8 [channels, size, size]; raises on anything unreadable."""
+    problem = regular_file(path)
+    if problem is not None:  # a FIFO would block open() forever, a device would read without end
+        raise ValueError(f"{problem}, not a regular file" if problem.startswith("a ") else problem)
     with Image.open(path) as im:
+        w, h = im.size
+        if w * h > MAX_PIXELS:
+            raise ValueError(f"{w}×{h} is {w * h / 1e6:.0f} Mpx, over the {MAX_PIXELS / 1e6:.0f} Mpx aecli decodes")
+        if max(w, h) > MAX_ASPECT_RATIO * max(1, min(w, h)):
+            raise ValueError(f"{w}×{h} is more elongated than {MAX_ASPECT_RATIO}:1")
         if im.format == "JPEG":
             im.draft(im.mode, (size, size))  # DCT-domain downscale, still >= size on the shorter side
         im.load()
@@ -85,4 +101,5 @@ def decode_task(task: tuple[str, int, int]) -> tuple[np.ndarray | None, str]:
     try:
         return load_image(path, size, channels), ""
     except Exception as exc:  # noqa: BLE001 - see docstring
-        return None, f"{type(exc).__name__}: {exc}"
+        why = str(exc).replace(repr(path), "").replace(path, "").strip(" :")  # the path is named anyway
+        return None, why or type(exc).__name__

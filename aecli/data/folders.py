@@ -79,12 +79,12 @@ def _slug(text: str) -> str:
     return cleaned[:40] or "data"
 
 
-def folder_catalog(root: Path) -> Catalog:
+def folder_catalog(root: Path, entries: list[tuple[str, int, int]] | None = None) -> Catalog:
     """Every image under ``root``. When first-level sub-folders hold images they are the classes
     (sorted names → 0, 1, ...; deeper folders belong to their first-level folder) and images lying
     directly in ``root`` are ignored with a warning, as torchvision's ImageFolder does. Otherwise the
-    folder is one unlabeled set."""
-    entries = walk_images(root)
+    folder is one unlabeled set. ``entries``: the listing, when the caller already walked ``root``."""
+    entries = walk_images(root) if entries is None else entries
     if not entries:
         raise DataError(f"no images found in {root} (searched recursively for "
                         f"{', '.join(IMAGE_EXTENSIONS)}, any letter case); check the path")
@@ -104,8 +104,9 @@ def folder_catalog(root: Path) -> Catalog:
         labels = np.full(len(entries), -1, dtype=np.int64)
     names = [e[0] for e in entries]
     paths = [str(root / n) for n in names]
+    reasons: dict[int, str] = {}
     return Catalog(f"folder {root}", _identity("folder", entries), names, labels, class_names,
-                   file_fill(paths, f"folder {root}"), _slug(root.name))
+                   file_fill(paths, f"folder {root}", reasons), _slug(root.name), reasons)
 
 
 def files_catalog(files: Sequence[str]) -> Catalog:
@@ -125,8 +126,10 @@ def files_catalog(files: Sequence[str]) -> Catalog:
     names = [str(f) for f in files]
     paths = [str(Path(os.path.expanduser(f))) for f in files]
     what = f"file {files[0]}" if len(files) == 1 else f"{len(files)} files"
+    reasons: dict[int, str] = {}
     return Catalog(what, _identity("files", entries), names, np.full(len(files), -1, dtype=np.int64), [],
-                   file_fill(paths, what), _slug(Path(files[0]).stem if len(files) == 1 else "files"))
+                   file_fill(paths, what, reasons), _slug(Path(files[0]).stem if len(files) == 1 else "files"),
+                   reasons)
 
 
 def default_workers() -> int:
@@ -150,8 +153,9 @@ def _decoded(tasks: list[tuple[str, int, int]], workers: int) -> Iterator[tuple[
         yield from pool.imap(decode_task, tasks, chunksize=chunk)
 
 
-def file_fill(paths: Sequence[str], description: str):
-    """The Catalog.fill for files: decode in parallel, write readable images compacted into ``out``."""
+def file_fill(paths: Sequence[str], description: str, reasons: dict[int, str] | None = None):
+    """The Catalog.fill for files: decode in parallel, write readable images compacted into ``out``;
+    why each unreadable file was skipped goes into ``reasons`` (the catalog's, for the warning)."""
 
     def fill(indices: np.ndarray, out: np.ndarray, opts: DecodeOptions) -> tuple[np.ndarray, list[int]]:
         tasks = [(paths[int(i)], opts.image_size, opts.channels) for i in indices]
@@ -161,6 +165,8 @@ def file_fill(paths: Sequence[str], description: str):
             for i, (arr, reason) in zip(indices, _decoded(tasks, opts.workers)):
                 if arr is None:
                     log.debug("unreadable image %s: %s", paths[int(i)], reason)
+                    if reasons is not None:
+                        reasons[int(i)] = reason
                     skipped.append(int(i))
                 else:
                     out[len(kept)] = arr

@@ -62,6 +62,9 @@ class ImageSet(Dataset):
         self.class_names = list(class_names or [])
         self.skipped = list(skipped or [])
         self.source_id = source_id
+        # Where these images came from and by which split rule (aecli.data.sources.Provenance); kept
+        # by subset() so a command's one-line report can name it after its own --n selection.
+        self.provenance: Any = None
 
     # --- shape -------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -114,8 +117,10 @@ class ImageSet(Dataset):
             raise IndexError(f"subset indices out of range for {len(self)} images")
         rows = self._index[idx] if self._index is not None else idx
         store, index = select_rows(self._store, rows)
-        return ImageSet(store, self.labels[idx], [self.names[int(i)] for i in idx], self.class_names,
-                        self.skipped, self.source_id, index=index)
+        out = ImageSet(store, self.labels[idx], [self.names[int(i)] for i in idx], self.class_names,
+                       self.skipped, self.source_id, index=index)
+        out.provenance = self.provenance
+        return out
 
 
 def select_rows(store: Any, rows: Any) -> tuple[Any, torch.Tensor | None]:

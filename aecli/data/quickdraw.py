@@ -10,6 +10,7 @@ import torch
 
 from aecli.data.catalog import Catalog, array_fill
 from aecli.errors import DataError
+from aecli.untrusted import regular_file
 
 _PREFIX = "full_numpy_bitmap_"  # Google's file names: full_numpy_bitmap_cat.npy → class "cat"
 
@@ -23,10 +24,14 @@ def quickdraw_catalog(folder: Path) -> Catalog:
     arrays, class_names = [], []
     identity = hashlib.sha256(b"quickdraw")
     for f in files:
+        problem = regular_file(f)
+        if problem is not None:  # a FIFO would block np.load forever
+            raise DataError(f"cannot read QuickDraw file {f}: {problem}; remove it or give a folder of .npy arrays")
         try:
             arr = np.load(f, mmap_mode="r", allow_pickle=False)  # mapped: only decoded rows are read
-        except (OSError, ValueError) as exc:
-            raise DataError(f"cannot read QuickDraw file {f}: {exc}; expected a NumPy .npy array") from None
+        except (OSError, ValueError, EOFError) as exc:  # EOFError: an empty or cut file
+            raise DataError(f"cannot read QuickDraw file {f}: {exc or type(exc).__name__}; expected a NumPy "
+                            f".npy array") from None
         if arr.dtype != np.uint8 or arr.ndim != 2 or arr.shape[1] != 784:
             raise DataError(f"{f} holds {arr.dtype} {arr.shape}; QuickDraw files must be N×784 uint8 "
                             f"bitmaps (numpy_bitmap format)")

@@ -1,9 +1,11 @@
 """open_source: any ``--data`` value → an ImageSet for one split.
 
 Resolution of a source string, in order: ``digits``, ``shapes``/``shapes:N``, a torchvision name
-(``mnist``, ``fashion-mnist``, ``cifar10``, ``celeba``), then a path: a folder holding ``*.npy`` files
-is QuickDraw, any other folder is an image folder, a file is a single image. (Write ``./digits`` for a
-folder that happens to be called like a built-in set.) A list of paths is a list of image files.
+(``mnist``, ``fashion-mnist``, ``cifar10``, ``celeba``), then a path: a folder is QuickDraw when its
+``*.npy`` files outnumber its images, else an image folder (a warning names the files of the other kind
+that are ignored; ``quickdraw:DIR`` or ``images:DIR`` chooses explicitly), a file is a single image.
+(Write ``./digits`` for a folder that happens to be called like a built-in set.) A list of paths is a
+list of image files.
 
 Splits are computed on the catalog (the sorted file listing, or the dataset's own order) before any
 decoding, so they do not depend on the cache, the workers or which files turn out unreadable:
@@ -33,14 +35,17 @@ import torch
 
 from aecli.data.catalog import Catalog, DecodeOptions
 from aecli.data.decode import IMAGE_EXTENSIONS
+from aecli.data.identity import TORCHVISION_NAMES, check_recorded_source, same_source, shapes_count
 from aecli.data.imageset import ImageSet, concat, select_rows
 from aecli.data.spec import DataSpec
 from aecli.errors import DataError, UsageError
 
 BUILTIN_NAMES = ("digits", "shapes")
+FOLDER_KINDS = ("quickdraw", "images")  # explicit prefixes: quickdraw:DIR, images:DIR
 MAX_IMAGE_SIZE = 8192  # one 3-channel image of this size is 200 MB decoded; models stop at 1024
-TORCHVISION_NAMES = ("mnist", "fashion-mnist", "cifar10", "celeba")
 DEFAULT_VAL_FRACTION = 0.1
+# What a command's --split takes; "auto" = val of the checkpoint's training data, all of other data.
+SPLIT_CHOICES = ("auto", "val", "train", "all")
 SPLIT_SEED = 0
 _SHOW_SKIPPED = 5  # how many unreadable paths a warning or error names
 
@@ -67,26 +72,53 @@ def _resolve(source: str | Sequence[str], data_root: str | None, download: bool)
     key = source.strip().lower()
     if key == "digits":
         return _Resolved(builtin.digits_catalog())
-    if key == "shapes" or key.startswith("shapes:"):
-        count_text = key.partition(":")[2] or str(builtin.SHAPES_DEFAULT_COUNT)
-        if not count_text.isdigit() or int(count_text) < 1:
-            raise UsageError(f"shapes:N needs a positive image count, got {source!r}")
-        return _Resolved(builtin.shapes_catalog(int(count_text)))
+    count = shapes_count(source)
+    if count is not None:
+        return _Resolved(builtin.shapes_catalog(count))
     key = torchvision_sets.ALIASES.get(key, key)
     if key in torchvision_sets.NAMES:
         train, val = torchvision_sets.torchvision_catalogs(key, data_root, download)
         return _Resolved(train, val)
+    kind, colon, rest = source.partition(":")
+    if colon and kind.lower() in FOLDER_KINDS and not Path(os.path.expanduser(source)).exists():
+        folder = Path(os.path.expanduser(rest))
+        if not folder.is_dir():
+            raise DataError(f"{source}: {rest} is not a folder; give {kind}:DIR with an existing folder")
+        if kind.lower() == "quickdraw":
+            return _Resolved(quickdraw.quickdraw_catalog(folder))
+        return _Resolved(folders.folder_catalog(folder))
     path = Path(os.path.expanduser(source))
     if path.is_dir():
-        if quickdraw.npy_files(path):
-            return _Resolved(quickdraw.quickdraw_catalog(path))
-        return _Resolved(folders.folder_catalog(path))
+        return _Resolved(_folder_by_majority(path))
     if path.exists() or path.is_symlink():
         if not source.lower().endswith(IMAGE_EXTENSIONS):
             raise DataError(f"{source} is not an image file ({', '.join(IMAGE_EXTENSIONS)}) nor a folder")
         return _Resolved(folders.files_catalog([source]), explicit_files=True)
     raise DataError(f"data source {source!r} not found: give a folder of images, an image file, a folder "
                     f"of QuickDraw .npy files, or one of {', '.join(BUILTIN_NAMES + TORCHVISION_NAMES)}")
+
+
+def _folder_by_majority(path: Path) -> Catalog:
+    """A folder holding both ``.npy`` files and images is read as whichever kind it holds more of: one
+    stray ``latents.npy`` must not turn a folder of PNGs into QuickDraw data, nor a preview PNG a
+    QuickDraw folder into an image folder. The choice is said, with the prefix that overrides it."""
+    from aecli.data import folders, quickdraw
+
+    npy = quickdraw.npy_files(path)
+    if not npy:
+        return folders.folder_catalog(path)
+    images = folders.walk_images(path)
+    if not images:
+        return quickdraw.quickdraw_catalog(path)
+    if len(npy) > len(images):
+        warnings.warn(f"{path} holds {len(npy)} .npy file(s) and {len(images)} image file(s): read as QuickDraw "
+                      f"data, the images are ignored (write images:{path} to read the images instead)",
+                      DataWarning, stacklevel=4)
+        return quickdraw.quickdraw_catalog(path)
+    warnings.warn(f"{path} holds {len(images)} image file(s) and {len(npy)} .npy file(s) "
+                  f"(e.g. {npy[0].name!r}): read as an image folder, the .npy files are ignored (write "
+                  f"quickdraw:{path} to read them as QuickDraw data instead)", DataWarning, stacklevel=4)
+    return folders.folder_catalog(path, images)
 
 
 def _val_indices(n: int, val_count: int | None, val_fraction: float | None) -> np.ndarray:
@@ -137,10 +169,37 @@ def _materialize(catalog: Catalog, indices: np.ndarray, opts: DecodeOptions,
         images, index = select_rows(store.images, rows)  # a slice stays a memmap; else an index
         return ImageSet(images, catalog.labels[kept], [catalog.names[i] for i in kept],
                         catalog.class_names, index=index), skipped
+    _check_memory(len(indices), opts, catalog.description)
     out = np.empty((len(indices), opts.channels, opts.image_size, opts.image_size), dtype=np.uint8)
     kept, skipped = catalog.fill(indices, out, opts)
     images = torch.from_numpy(out[: len(kept)] if len(kept) < len(indices) else out)
     return ImageSet(images, catalog.labels[kept], [catalog.names[i] for i in kept], catalog.class_names), skipped
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this process can still allocate (MemAvailable; None where unknown)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _check_memory(count: int, opts: DecodeOptions, description: str) -> None:
+    """Refuse before allocating a decoded set larger than the memory left (a MemoryError traceback, or
+    the OOM killer, otherwise). The on-disk cache is memory-mapped and exempt."""
+    need = count * opts.channels * opts.image_size ** 2
+    free = available_memory()
+    if free is not None and need > free:
+        raise DataError(f"{description}: {count:,} images of {opts.channels}×{opts.image_size}×{opts.image_size} "
+                        f"need {need / 2**30:.1f} GiB decoded, more than the {free / 2**30:.1f} GiB of memory "
+                        f"available; use fewer images, a smaller --image-size or --cache DIR (memory-mapped)")
 
 
 def _check_options(image_size: int, channels: int, split: str, val_count: int | None,
@@ -168,29 +227,102 @@ def _check_options(image_size: int, channels: int, split: str, val_count: int | 
 def open_source(
     source: str | Sequence[str], *, image_size: int, channels: int, split: str = "train",
     val_count: int | None = None, val_fraction: float | None = None, data_root: str | None = None,
-    download: bool = False, strict: bool = False, cache_dir: str | None = None, limit: int | None = None,
+    download: bool = False, strict: bool | None = None, cache_dir: str | None = None, limit: int | None = None,
     workers: int | None = None, progress: bool = False,
 ) -> ImageSet:
-    """Open ``source`` and return the ``split`` as uint8 images [N, channels, image_size, image_size]."""
+    """Open ``source`` and return the ``split`` as uint8 images [N, channels, image_size, image_size].
+
+    ``strict``: True makes unreadable files an error; False skips them with a warning that suggests
+    ``--strict-data``; None (commands without that option) skips them with a warning that does not."""
     [data] = open_splits(source, (split,), image_size=image_size, channels=channels, val_count=val_count,
                          val_fraction=val_fraction, data_root=data_root, download=download, strict=strict,
                          cache_dir=cache_dir, limit=limit, workers=workers, progress=progress)
     return data
 
 
-def open_for(spec: DataSpec, source: str | Sequence[str], *, image_size: int | None = None,
-             **kwargs: Any) -> ImageSet:
+@dataclass
+class Provenance:
+    """Which data a command used and why: printed as one line and recorded in --json outputs."""
+
+    source: str  # as opened ("" for an explicit list of files)
+    training_source: str  # the checkpoint's recorded source ("" when unknown)
+    same_as_training: bool  # compared by resolved identity (aecli.data.identity)
+    defaulted: bool  # no --data: the checkpoint's training source
+    split: str
+    rule: str  # how the split is made, e.g. "the first 8 images in sorted order (--val-count 8)"
+    split_size: int  # images in the split before any limit or --n
+
+    def line(self, n: int) -> str:
+        if self.defaulted:
+            whose = "no --data: the checkpoint's training data"
+        elif self.same_as_training:
+            whose = "the checkpoint's training data"
+        elif self.training_source:
+            whose = f"not the checkpoint's training data, {self.training_source}"
+        else:
+            whose = "the checkpoint records no training data"
+        origin = "as training held out" if self.same_as_training else "the default rule"
+        if self.split == "files":
+            return f"data: {self.source} · the given files, whole (no split) · N = {n}"
+        of = f" of {self.split_size}" if n != self.split_size else ""
+        rule = self.rule if self.split == "all" else f"{self.rule}, {origin}"
+        return f"data: {self.source} ({whose}) · split {self.split}: {rule} · N = {n}{of}"
+
+    def to_dict(self, n: int) -> dict[str, Any]:
+        return {"source": self.source, "training_source": self.training_source,
+                "same_as_training": self.same_as_training, "defaulted": self.defaulted, "split": self.split,
+                "split_rule": self.rule, "split_size": self.split_size, "n": n}
+
+
+def _split_rule(resolved: _Resolved, split: str, val_count: int | None, val_fraction: float | None) -> str:
+    if split == "all":
+        return "every image" + (" (official train then test)" if resolved.official_val is not None else "")
+    if resolved.official_val is not None and val_count is None and val_fraction is None:
+        return f"the dataset's official {'test' if split == 'val' else 'train'} split"
+    side = "" if split == "val" else "all but "
+    if val_count is not None:
+        return f"{side}the first {val_count} images in sorted order (--val-count {val_count})"
+    if val_fraction is None:
+        return f"{side}a fixed pseudo-random {DEFAULT_VAL_FRACTION:.0%} (split seed {SPLIT_SEED})"
+    return f"{side}a fixed pseudo-random {val_fraction:.0%} (--val-fraction {val_fraction:g}, split seed {SPLIT_SEED})"
+
+
+def open_for(spec: DataSpec, source: str | Sequence[str] | None, *, checkpoint: Any = "the checkpoint",
+             image_size: int | None = None, split: str = "auto", **kwargs: Any) -> ImageSet:
     """Open ``source`` the way a checkpoint expects it: its image size (unless overridden) and channels,
-    and, when ``source`` is its training data, the validation split that training held out — so
-    `--split val` in every command means the images the model never trained on."""
-    return open_source(source, image_size=image_size or spec.image_size, channels=spec.channels,
-                       **spec.split_options(source), **kwargs)
+    and, when ``source`` is its training data (by resolved identity), the validation split that training
+    held out — so `--split val` in every command means the images the model never trained on. No
+    ``source``: the checkpoint's recorded training source, checked like any untrusted input.
+    ``split="auto"`` (every command's default): ``val`` of the training data, ``all`` of other data.
+    The result's ``provenance`` says which source, split rule and N, for the command's one-line report."""
+    if split not in SPLIT_CHOICES:
+        raise UsageError(f"--split must be one of {', '.join(SPLIT_CHOICES)}, got {split!r}")
+    defaulted = not source
+    if defaulted:
+        source = spec.default_source(checkpoint)
+    assert source is not None
+    same = spec.is_training_source(source)
+    if split == "auto":
+        split = "val" if same else "all"
+    try:
+        data = open_source(source, image_size=image_size or spec.image_size, channels=spec.channels, split=split,
+                           **spec.split_options(source), **kwargs)
+    except DataError as exc:
+        if not defaulted:
+            raise
+        raise DataError(f"{exc} (no --data: this is the training data recorded in {checkpoint}; pass --data SRC "
+                        "to use other data)") from None
+    data.provenance = Provenance(
+        source=source if isinstance(source, str) else ", ".join(map(str, source)),
+        training_source=spec.source, same_as_training=same, defaulted=defaulted,
+        split=data.provenance.split, rule=data.provenance.rule, split_size=data.provenance.split_size)
+    return data
 
 
 def open_splits(
     source: str | Sequence[str], splits: Sequence[str], *, image_size: int, channels: int,
     val_count: int | None = None, val_fraction: float | None = None, data_root: str | None = None,
-    download: bool = False, strict: bool = False, cache_dir: str | None = None, limit: int | None = None,
+    download: bool = False, strict: bool | None = None, cache_dir: str | None = None, limit: int | None = None,
     workers: int | None = None, progress: bool = False,
 ) -> list[ImageSet]:
     """Several splits of one source (training's train and val) from a single listing: a folder of
@@ -204,11 +336,12 @@ def open_splits(
 
 
 def _open_split(resolved: _Resolved, split: str, *, image_size: int, channels: int, val_count: int | None,
-                val_fraction: float | None, strict: bool, cache_dir: str | None, limit: int | None,
+                val_fraction: float | None, strict: bool | None, cache_dir: str | None, limit: int | None,
                 workers: int | None, progress: bool) -> ImageSet:
     from aecli.data.folders import default_workers
 
     parts = _select(resolved, split, val_count, val_fraction)
+    split_size = sum(len(i) for _, i in parts)
     if limit is not None:
         capped, left = [], limit
         for catalog, idx in parts:
@@ -216,22 +349,23 @@ def _open_split(resolved: _Resolved, split: str, *, image_size: int, channels: i
             left -= len(capped[-1][1])
         parts = [(c, i) for c, i in capped if len(i)] or capped[:1]
     opts = DecodeOptions(image_size, channels, workers or default_workers(), progress)
-    sets, skipped_names, listed = [], [], 0
+    sets, skipped_names, listed, reasons = [], [], 0, {}
     for catalog, idx in parts:
         data, skipped = _materialize(catalog, idx, opts, cache_dir)
         sets.append(data)
         skipped_names += [catalog.names[i] for i in skipped]
+        reasons.update({catalog.names[i]: catalog.reasons[i] for i in skipped if i in catalog.reasons})
         listed += len(idx)
     description = parts[0][0].description
     if skipped_names:
-        shown = ", ".join(repr(s) for s in skipped_names[:_SHOW_SKIPPED])
+        shown = ", ".join(_named(s, reasons) for s in skipped_names[:_SHOW_SKIPPED])
         more = " …" if len(skipped_names) > _SHOW_SKIPPED else ""
         if strict:
             raise DataError(f"{len(skipped_names)} unreadable image file(s) in {description}: {shown}{more}; "
                             f"fix or remove them, or drop --strict-data to skip them")
+        hint = " (use --strict-data to make this an error)" if strict is False else ""
         warnings.warn(f"skipped {len(skipped_names)} of {listed} image file(s) in {description} that could "
-                      f"not be read: {shown}{more} (use --strict-data to make this an error)",
-                      DataWarning, stacklevel=2)
+                      f"not be read: {shown}{more}{hint}", DataWarning, stacklevel=2)
     if listed == 0:
         raise DataError(f"the {split} split of {description} is empty; lower --val-count/--val-fraction "
                         f"or use a larger dataset")
@@ -241,7 +375,17 @@ def _open_split(resolved: _Resolved, split: str, *, image_size: int, channels: i
     source_id = _source_id(parts, opts, split, val_count, val_fraction, limit, resolved.explicit_files)
     data = concat(sets, source_id)
     data.source_id, data.skipped = source_id, skipped_names
+    data.provenance = Provenance(
+        source=description, training_source="", same_as_training=False, defaulted=False,
+        split="files" if resolved.explicit_files else split,
+        rule=_split_rule(resolved, split, val_count, val_fraction), split_size=split_size)
     return data
+
+
+def _named(name: str, reasons: dict[str, str]) -> str:
+    """'name' (why it was skipped), as far as this run decoded it (a cache hit knows only the name)."""
+    why = reasons.get(name)
+    return repr(name) + (f" ({why})" if why else "")
 
 
 def _source_id(parts: list[tuple[Catalog, np.ndarray]], opts: DecodeOptions, split: str,

@@ -13,7 +13,10 @@ class DataSpec:
     channels: int
     value_range: tuple[float, float] = (-1.0, 1.0)  # pixel values the model sees, [lo, hi]
     class_names: list[str] = field(default_factory=list)  # empty when unlabeled
-    source: str = ""  # where the training data came from (path or dataset name)
+    source: str = ""  # where the training data came from (path or dataset name), as given
+    # ``source`` resolved at training time (absolute, symlinks followed; "" for a named set): the
+    # identity commands compare other spellings with, and the default data from any working folder.
+    source_path: str = ""
     # How training held out its validation images, so `--split val` elsewhere means the same images.
     val_count: int | None = None
     val_fraction: float | None = None
@@ -31,10 +34,29 @@ class DataSpec:
             kwargs["value_range"] = tuple(float(v) for v in kwargs["value_range"])
         return cls(**kwargs)
 
+    def training_key(self) -> str | None:
+        """aecli.data.identity.source_key of the training data."""
+        from aecli.data.identity import source_key
+
+        return "path:" + self.source_path if self.source_path else source_key(self.source)
+
+    def is_training_source(self, source: Any) -> bool:
+        """Whether ``source`` names the training data, however it is spelled (see aecli.data.identity)."""
+        from aecli.data.identity import source_key
+
+        key = source_key(source)
+        return key is not None and key == self.training_key()
+
+    def default_source(self, checkpoint: Any) -> str:
+        """The training data as a command's default ``--data``, checked like untrusted input."""
+        from aecli.data.identity import check_recorded_source
+
+        return check_recorded_source(self.source_path or self.source, checkpoint)
+
     def split_options(self, source: Any) -> dict[str, Any]:
         """open_source() split options for ``source``: the training run's own rule when it is the
-        training data, the defaults otherwise (see aecli.data.open_for)."""
-        if isinstance(source, str) and source == self.source:
+        training data (compared by resolved identity), the defaults otherwise (see aecli.data.open_for)."""
+        if self.is_training_source(source):
             return {"val_count": self.val_count, "val_fraction": self.val_fraction}
         return {}
 

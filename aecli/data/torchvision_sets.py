@@ -11,6 +11,7 @@ import torch
 
 from aecli.data.catalog import Catalog, array_fill
 from aecli.data.folders import file_fill
+from aecli.data.identity import TORCHVISION_ALIASES
 from aecli.errors import DataError
 
 # name → (torchvision class, folder under data_root that torchvision reads, what lives there)
@@ -21,7 +22,7 @@ _SETS = {
     "celeba": ("CelebA", "celeba", "img_align_celeba/ and list_eval_partition.txt, list_attr_celeba.txt, …"),
 }
 NAMES = tuple(_SETS)
-ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "cifar-10": "cifar10"}
+ALIASES = TORCHVISION_ALIASES
 
 
 def _open(name: str, root: Path, official_split: str, download: bool):

@@ -9,15 +9,19 @@
 
 from __future__ import annotations
 
+import math
+
 import os
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 
 from aecli.errors import UsageError
+
+DEFAULT_APPLY_N = 8  # images edited when --apply defaults to the training data (a grid row each)
 
 
 @dataclass
@@ -28,6 +32,7 @@ class ArithmeticResult:
     rows: int
     columns: int
     description: str
+    data_lines: list[str] = field(default_factory=list)  # which source, split rule and N each input came from
 
 
 @dataclass
@@ -39,13 +44,16 @@ class _Model:
     class_index: int | None
     data_root: str | None
     progress: bool
+    checkpoint: Any = None
 
-    def open(self, source: str | Sequence[str], limit: int | None = None) -> Any:
-        from aecli.data import open_source
+    def open(self, source: str | Sequence[str] | None, limit: int | None = None) -> Any:
+        """``source`` as every command opens it (aecli.data.open_for's auto split): all of a folder or
+        image; of the checkpoint's training data (also when no source is given) the held-out images."""
+        from aecli.data import open_for
         from aecli.inference.common import tty
 
-        return open_source(source, image_size=self.spec.image_size, channels=self.spec.channels, split="all",
-                           limit=limit, data_root=self.data_root, progress=tty(self.progress))
+        return open_for(self.spec, source, checkpoint=self.checkpoint, split="auto",
+                        limit=limit, data_root=self.data_root, progress=tty(self.progress))
 
     def latents(self, data: Any, what: str) -> torch.Tensor:
         from aecli.inference.latents import encode_images
@@ -73,17 +81,19 @@ def _open_model(checkpoint: Any, command: str, device: str, ema: bool, batch_siz
     model, spec = ckpt.model, ckpt.data
     k = model.config.num_classes if model.is_conditional else 0
     return _Model(model, spec, next(model.parameters()).device, batch_size,
-                  parse_class(class_name, spec.class_names, k), data_root, progress)
+                  parse_class(class_name, spec.class_names, k), data_root, progress, checkpoint)
 
 
 @torch.no_grad()
 def arithmetic(
-    checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *, plus: str, minus: str, apply: str,
+    checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *, plus: str, minus: str,
+    apply: str | None = None,
     scales: Sequence[float] = (1.0,), n: int | None = None, batch_size: int = 64, device: str = "auto",
     class_name: str | None = None, ema: bool = False, save_vector: str | os.PathLike[str] | None = None,
-    data_root: str | None = None, progress: bool = True,
+    data_root: str | None = None, progress: bool = True, tile_size: int | None = None,
 ) -> ArithmeticResult:
-    """Add ``scale · (mean z(plus) − mean z(minus))`` to every image of ``apply``; grid at ``out``."""
+    """Add ``scale · (mean z(plus) − mean z(minus))`` to every image of ``apply`` (None: the first
+    ``n`` (default DEFAULT_APPLY_N) held-out images of the checkpoint's training data); grid at ``out``."""
     from aecli.images import save_grid
     from aecli.inference.common import check_png_path
     from aecli.inference.latents import save_latents
@@ -92,24 +102,32 @@ def arithmetic(
     scales = [float(s) for s in scales]
     if not scales:
         raise UsageError("--scale needs at least one value, e.g. --scale 0,0.5,1")
+    if not all(math.isfinite(s) for s in scales):  # nan/inf scales decode to garbage images
+        raise UsageError(f"--scale values must be finite numbers, got {','.join(f'{s:g}' for s in scales)}")
     if n is not None and n < 1:
         raise UsageError(f"--n must be at least 1, got {n}")
     m = _open_model(checkpoint, "arithmetic", device, ema, batch_size, class_name, data_root, progress)
-    vector = m.latents(m.open(plus), f"--plus {plus}").mean(0) - m.latents(m.open(minus), f"--minus {minus}").mean(0)
-    targets = m.open(apply, limit=n)
+    with_attr, without = m.open(plus), m.open(minus)
+    vector = m.latents(with_attr, f"--plus {plus}").mean(0) - m.latents(without, f"--minus {minus}").mean(0)
+    targets = m.open(apply, limit=n or (None if apply else DEFAULT_APPLY_N))
+    apply = apply or targets.provenance.source
     z = m.latents(targets, f"--apply {apply}")
     columns = [targets.take(torch.arange(len(targets))).float() / 255.0]
     for s in scales:
         columns.append(m.decode(z + s * vector, targets.labels))
     # Row-major: image i's original, then its edit at every scale.
     images = torch.stack(columns, dim=1).flatten(0, 1)
-    save_grid(images, out_path, nrow=len(columns))
+    save_grid(images, out_path, len(columns), row_labels=[Path(name).name for name in targets.names],
+              column_labels=["original", *(f"scale {s:g}" for s in scales)],
+              title=f"v = mean z({plus}) − mean z({minus}); each column decodes z + scale·v", tile_size=tile_size)
     if save_vector is not None:
         save_latents(save_vector, {"vector": vector}, [], {"plus": plus, "minus": minus,
                                                           "checkpoint": str(checkpoint)})
     desc = (f"attribute vector mean({plus}) − mean({minus}), |v| = {float(vector.norm()):.3g}, applied to "
             f"{len(targets)} image(s) at scale(s) {', '.join(f'{s:g}' for s in scales)}")
-    return ArithmeticResult(out_path, vector, images, len(targets), len(columns), desc)
+    lines = [f"{opt}: {d.provenance.line(len(d))}" for opt, d in
+             (("--plus", with_attr), ("--minus", without), ("--apply", targets))]
+    return ArithmeticResult(out_path, vector, images, len(targets), len(columns), desc, lines)
 
 
 def parse_expression(expr: str) -> list[tuple[float, str]]:
@@ -145,11 +163,23 @@ def parse_expression(expr: str) -> list[tuple[float, str]]:
     return terms
 
 
+def expression_labels(terms: list[tuple[float, str]]) -> list[str]:
+    """Column labels of an --expr grid: each operand with its operator and weight, then "= result"."""
+    labels = []
+    for i, (weight, source) in enumerate(terms):
+        sign = "−" if weight < 0 else ("" if i == 0 else "+")
+        coef = "" if abs(weight) == 1 else f"{abs(weight):g}×"
+        name = Path(source.rstrip("/")).name or source
+        what = name if Path(source).suffix else f"mean of {name}/"
+        labels.append(f"{sign} {coef}{what}".strip())
+    return [*labels, "= result"]
+
+
 @torch.no_grad()
 def expression(
     checkpoint: str | os.PathLike[str], expr: str, out: str | os.PathLike[str], *, batch_size: int = 64,
     device: str = "auto", class_name: str | None = None, ema: bool = False, data_root: str | None = None,
-    progress: bool = True,
+    progress: bool = True, tile_size: int | None = None,
 ) -> ArithmeticResult:
     """Evaluate a latent expression over images (or folders' mean latents) and decode the result.
 
@@ -175,7 +205,8 @@ def expression(
             shown.append(m.decode(z[None], data.labels[:1]))
     shown.append(m.decode(total[None], first_labels))
     images = torch.cat(shown)
-    save_grid(images, out_path, nrow=len(images))
     text = " ".join(f"{'-' if w < 0 else '+'} {'' if abs(w) == 1 else f'{abs(w):g}*'}{s}" for w, s in terms)
     text = text.removeprefix("+ ")
+    save_grid(images, out_path, len(images), column_labels=expression_labels(terms), title=f"decoded {text}",
+              tile_size=tile_size)
     return ArithmeticResult(out_path, total, images, 1, len(images), f"decoded {text}")

@@ -20,9 +20,9 @@ _NO_PRIOR = "it is a plain autoencoder with no prior to sample from; pass --fit 
 
 
 def check_capability(model: Any, path: str | os.PathLike[str], command: str, *, encoder: bool = False,
-                     decoder: bool = False, prior: bool = False) -> None:
+                     decoder: bool = False, prior: bool = False, sampling: bool = False) -> None:
     """Raise UsageError naming the family, the command and why, when ``model`` (a model or a family
-    class) lacks a capability."""
+    class) lacks a capability. ``sampling``: `sample`, with or without --fit."""
     from aecli.commands.models import supported_commands
 
     reasons = []
@@ -30,7 +30,9 @@ def check_capability(model: Any, path: str | os.PathLike[str], command: str, *, 
         reasons.append(_NO_ENCODER)
     if decoder and not model.decodes_latent:
         reasons.append(_NO_LATENT_DECODE)
-    if prior and not model.has_prior:
+    if sampling and model.sample_refusal:
+        reasons.append(model.sample_refusal)
+    elif prior and not model.has_prior:
         reasons.append(_NO_PRIOR)
     if reasons:
         cls = model if isinstance(model, type) else type(model)
@@ -136,7 +138,7 @@ def unique_output_names(names: Sequence[str], suffix: str = ".png") -> list[str]
     out = []
     for name in names:
         candidate = output_name(name, suffix)
-        stem, k = candidate[: -len(suffix)], 1
+        stem, k = candidate[: len(candidate) - len(suffix)], 1
         while candidate.lower() in seen:
             candidate, k = f"{stem}-{k}{suffix}", k + 1
         seen.add(candidate.lower())

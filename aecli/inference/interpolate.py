@@ -24,6 +24,7 @@ class InterpolateResult:
     method: str
     latents: torch.Tensor  # [steps, *latent_shape]: the walk, first and last are the end points
     images: torch.Tensor  # [steps, C, H, W] in [0, 1]
+    data_line: str = ""  # which source, split rule and N the end points came from (none for prior draws)
 
 
 def save_gif(frames01: torch.Tensor, path: str | os.PathLike[str], frame_ms: int = 100,
@@ -51,8 +52,8 @@ def save_gif(frames01: torch.Tensor, path: str | os.PathLike[str], frame_ms: int
 
 def _endpoints(model: Any, spec: Any, path: Any, dev: torch.device, *, from_image: str | None,
                to_image: str | None, from_index: int | None, to_index: int | None, data: str | None,
-               split: str, seed: int, temperature: float, data_root: str | None) -> tuple[str, torch.Tensor, Any]:
-    """(mode, latents [2, *shape], labels of the two end points or None)."""
+               split: str, seed: int, temperature: float, data_root: str | None) -> tuple[str, torch.Tensor, Any, str]:
+    """(mode, latents [2, *shape], labels of the two end points or None, the data line or "")."""
     from aecli.data import open_for, open_source, to_model_input
     from aecli.inference.common import check_capability
     from aecli.inference.latents import decoder_latent
@@ -62,6 +63,12 @@ def _endpoints(model: Any, spec: Any, path: Any, dev: torch.device, *, from_imag
     indices = from_index is not None or to_index is not None
     if images and indices:
         raise UsageError("give --from/--to images or --from-index/--to-index, not both")
+    if data and not indices:
+        raise UsageError("--data picks the end points with --from-index/--to-index; give both (or drop --data "
+                         "for two prior draws)")
+    if not images and not indices and not model.has_prior and model.has_encoder:
+        # A plain autoencoder has no prior: walk between the first two held-out training images.
+        from_index, to_index, indices = 0, 1, True
     if images or indices:
         check_capability(model, path, "interpolate between images", encoder=True)
     if images:
@@ -72,55 +79,77 @@ def _endpoints(model: Any, spec: Any, path: Any, dev: torch.device, *, from_imag
             raise UsageError(f"could not read {', '.join(pair.skipped)}; give two readable images")
         mode = "images"
     elif indices:
-        if from_index is None or to_index is None or data is None:
-            raise UsageError("--from-index/--to-index need both indices and --data SRC")
+        if from_index is None or to_index is None:
+            raise UsageError("give both --from-index and --to-index")
         if min(from_index, to_index) < 0:
             raise UsageError("--from-index/--to-index must be >= 0")
-        full = open_for(spec, data, split=split, limit=max(from_index, to_index) + 1, data_root=data_root)
+        full = open_for(spec, data, checkpoint=path, split=split, limit=max(from_index, to_index) + 1,
+                        data_root=data_root)
         if max(from_index, to_index) >= len(full):
-            raise UsageError(f"index {max(from_index, to_index)} is out of range: the {split} split of {data} "
-                             f"has {len(full)} images")
+            raise UsageError(f"index {max(from_index, to_index)} is out of range: the {full.provenance.split} split of "
+                             f"{full.provenance.source} has {full.provenance.split_size} images")
         pair = full.subset([from_index, to_index])
+        pair.provenance = full.provenance
         mode = "indices"
     else:
         if not model.has_prior:
             raise UsageError(f"{path}: {model.family} has no prior to draw end points from; give --from/--to "
                              "images or --from-index/--to-index with --data")
-        return "prior", draw_eps(model.latent_shape, seed, [0, 1]) * temperature, None
+        return "prior", draw_eps(model.latent_shape, seed, [0, 1]) * temperature, None, ""
     x = to_model_input(pair.take([0, 1]).to(dev), spec.value_range)
     with torch.no_grad():
         z = decoder_latent(model, x).float().cpu()
-    return mode, z, pair.labels
+    return mode, z, pair.labels, pair.provenance.line(len(pair))
+
+
+def _end_names(mode: str, from_image: str | None, to_image: str | None, from_index: int | None,
+               to_index: int | None, seed: int) -> tuple[str, str]:
+    if mode == "images":
+        return Path(str(from_image)).name, Path(str(to_image)).name
+    if mode == "indices":
+        return f"image #{from_index}", f"image #{to_index}"
+    return f"prior draw 0 (seed {seed})", f"prior draw 1 (seed {seed})"
+
+
+def walk_labels(steps: int, start: str, end: str) -> list[str]:
+    """Column labels of a walk: t of every frame; the end points also say what they are."""
+    ts = [f"t={i / (steps - 1):.2f}".rstrip("0").rstrip(".") if steps > 1 else "t=0" for i in range(steps)]
+    return [f"{start}\n{ts[0]}", *ts[1:-1], f"{end}\n{ts[-1]}"] if steps > 1 else [f"{start}\n{ts[0]}"]
 
 
 @torch.no_grad()
 def interpolate(
     checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *, from_image: str | None = None,
     to_image: str | None = None, from_index: int | None = None, to_index: int | None = None,
-    data: str | None = None, split: str = "all", steps: int = 10, method: str = "lerp", seed: int = 0,
+    data: str | None = None, split: str = "auto", steps: int = 10, method: str = "lerp", seed: int = 0,
     temperature: float = 1.0, gif: str | os.PathLike[str] | None = None, frame_ms: int = 100,
     class_name: str | None = None, device: str = "auto", ema: bool = False, data_root: str | None = None,
+    tile_size: int | None = None,
 ) -> InterpolateResult:
-    """Decode ``steps`` latents from one end point to the other into a one-row grid at ``out``."""
+    """Decode ``steps`` latents from one end point to the other into a one-row grid at ``out``, its
+    columns labelled with t and the end points with what they are."""
     from aecli.devices import resolve_device
     from aecli.images import save_grid
     from aecli.inference.common import check_png_path, labels_for, load_for, parse_class, precheck
     from aecli.inference.latents import decode_latents, interpolate_latents
+    from aecli.inference.sample import check_grid
 
     out_path = check_png_path(out)
     if gif is not None and not str(gif).lower().endswith(".gif"):
         raise UsageError(f"--gif must be a .gif file, got {gif}")
     if frame_ms < 1:
         raise UsageError(f"--frame-ms must be at least 1, got {frame_ms}")
+    check_grid(steps, 1, f"--steps {steps}", "use fewer steps")  # the count, before building anything
     interpolate_latents(torch.zeros(1), torch.ones(1), steps, method)  # validates steps/method up front
     if not (temperature >= 0 and math.isfinite(temperature)):
         raise UsageError(f"--temperature must be a number >= 0, got {temperature}")
     precheck(checkpoint, "interpolate", decoder=True)
     ckpt = load_for(checkpoint, resolve_device(device), "interpolate", ema=ema, decoder=True)
     model, spec = ckpt.model, ckpt.data
+    check_grid(steps, spec.image_size, f"--steps {steps}", "use fewer steps")
     dev = next(model.parameters()).device
     class_index = parse_class(class_name, spec.class_names, model.config.num_classes if model.is_conditional else 0)
-    mode, ends, end_labels = _endpoints(model, spec, checkpoint, dev, from_image=from_image, to_image=to_image,
+    mode, ends, end_labels, data_line = _endpoints(model, spec, checkpoint, dev, from_image=from_image, to_image=to_image,
                                         from_index=from_index, to_index=to_index, data=data, split=split,
                                         seed=seed, temperature=temperature, data_root=data_root)
     walk = interpolate_latents(ends[0], ends[1], steps, method)
@@ -128,6 +157,8 @@ def interpolate(
     first_label = end_labels[:1].repeat(steps) if end_labels is not None else None
     labels = labels_for(model, steps, class_index, first_label)
     images = decode_latents(model, walk, spec, labels)
-    save_grid(images, out_path, nrow=steps)
+    save_grid(images, out_path, steps, column_labels=walk_labels(steps, *_end_names(mode, from_image, to_image,
+                                                                                  from_index, to_index, seed)),
+              title=f"{method} in latent space", tile_size=tile_size)
     gif_path = save_gif(images, gif, frame_ms) if gif is not None else None
-    return InterpolateResult(out_path, gif_path, mode, method, walk, images)
+    return InterpolateResult(out_path, gif_path, mode, method, walk, images, data_line)

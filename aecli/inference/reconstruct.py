@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from aecli.errors import DataError, UsageError
 
 COMPARISON = "comparison.png"
-SPLITS = ("all", "train", "val")
 
 
 @dataclass
@@ -25,6 +24,7 @@ class ReconstructResult:
     files: dict[str, list[Path]] = field(default_factory=dict)  # checkpoint label → one PNG per input
     psnr: dict[str, float] = field(default_factory=dict)  # checkpoint label → mean PSNR (dB) vs. the input
     latents: Path | None = None
+    data_line: str = ""  # which source, split rule and N (aecli.data.sources.Provenance)
 
 
 def select_images(data: Any, n: int | None, random: bool, seed: int) -> Any:
@@ -76,18 +76,23 @@ def _psnr(a01: torch.Tensor, b01: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def reconstruct(
-    checkpoints: Sequence[str | os.PathLike[str]], data: str | Sequence[str], out: str | os.PathLike[str], *,
-    n: int | None = None, random: bool = False, seed: int = 0, split: str = "all", batch_size: int = 64,
+    checkpoints: Sequence[str | os.PathLike[str]], data: str | Sequence[str] | None, out: str | os.PathLike[str], *,
+    n: int | None = None, random: bool = False, seed: int = 0, split: str = "auto", batch_size: int = 64,
     device: str = "auto", save_latents: str | os.PathLike[str] | None = None, image_size: int | None = None,
     class_name: str | None = None, ema: bool = False, grid_n: int = 16, data_root: str | None = None,
-    progress: bool = True,
+    progress: bool = True, tile_size: int | None = None,
 ) -> ReconstructResult:
-    """Reconstruct images from ``data`` (folder, files, dataset name) with every checkpoint.
+    """Reconstruct images from ``data`` (folder, files, dataset name; None: the checkpoints' training
+    source) with every checkpoint. ``split`` of a source is made as training made it when the source is
+    the checkpoint's training data (aecli.data.open_for).
 
     Writes ``out/<input name>.png`` (one checkpoint) or ``out/<checkpoint>/<input name>.png`` (several),
-    and ``out/comparison.png``: the first ``grid_n`` inputs in row 1, then one row per checkpoint.
+    and ``out/comparison.png``: the first ``grid_n`` inputs in row 1 ("ground truth"), then one row per
+    checkpoint, labelled with its name; tiles shown ``tile_size`` px (see aecli.images.tile_size_for).
     """
     from aecli.data import open_for, to_model_input
+    from aecli.data.identity import source_key
+    from aecli.data.sources import SPLIT_CHOICES
     from aecli.devices import resolve_device
     from aecli.images import save_grid, save_png
     from aecli.inference.common import (
@@ -99,8 +104,8 @@ def reconstruct(
 
     if not checkpoints:
         raise UsageError("give at least one checkpoint")
-    if split not in SPLITS:
-        raise UsageError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split not in SPLIT_CHOICES:
+        raise UsageError(f"--split must be one of {', '.join(SPLIT_CHOICES)}, got {split!r}")
     if n is not None and n < 1:
         raise UsageError(f"--n must be at least 1, got {n}")
     if grid_n < 1:
@@ -116,22 +121,37 @@ def reconstruct(
     headers = [precheck(p, "reconstruct", encoder=True) for p in checkpoints]
     labels_out = checkpoint_labels(checkpoints)
 
-    # One decode of the inputs per distinct (size, channels, split rule) among the checkpoints.
+    # One decode of the inputs per distinct (size, channels, split rule) among the checkpoints. Without
+    # --data each checkpoint defaults to its training source: they must agree, or rows would compare
+    # reconstructions of different images.
+    if not data:
+        defaults = {source_key(h.data.default_source(p)): h.data.source for p, h in zip(checkpoints, headers)}
+        if len(defaults) > 1:
+            raise UsageError(f"the checkpoints were trained on different data ({', '.join(defaults.values())}); "
+                             "pass --data SRC to reconstruct the same images with each")
     sets: dict[tuple[Any, ...], Any] = {}
-    for h in headers:
-        key = (image_size or h.data.image_size, h.data.channels, *h.data.split_options(data).values())
+    keys = []
+    for path, h in zip(checkpoints, headers):
+        rule = tuple(sorted(h.data.split_options(data or h.data.default_source(path)).items()))
+        key = (image_size or h.data.image_size, h.data.channels, rule)
+        keys.append(key)
         if key not in sets:
-            opened = open_for(h.data, data, image_size=image_size, split=split, data_root=data_root,
-                              limit=None if random else n, progress=tty(progress))
+            opened = open_for(h.data, data, checkpoint=path, image_size=image_size, split=split,
+                              data_root=data_root, limit=None if random else n, progress=tty(progress))
             sets[key] = select_images(opened, n, random, seed)
     first = next(iter(sets.values()))
     names = list(first.names)
+    rules = {s.provenance.rule for s in sets.values()}
+    if len(rules) > 1:
+        raise UsageError(f"the checkpoints hold out different validation images of this data ({'; '.join(sorted(rules))}); "
+                         "use --split all, or reconstruct with one checkpoint at a time")
     if any(list(s.names) != names for s in sets.values()):
         raise DataError("the inputs decoded differently at the checkpoints' sizes (an unreadable file?); "
                         "reconstruct with checkpoints of one image size at a time")
     out_names = unique_output_names(names)
     shown = min(grid_n, len(names))
-    result = ReconstructResult(out=out_dir, comparison=out_dir / COMPARISON, names=names)
+    result = ReconstructResult(out=out_dir, comparison=out_dir / COMPARISON, names=names,
+                               data_line=first.provenance.line(len(first)))
     grid_rows = [first.take(torch.arange(shown)).float() / 255.0]
     latent_tensors: dict[str, torch.Tensor] = {}
     meta_ckpts = []
@@ -139,7 +159,7 @@ def reconstruct(
         for path, header, label in zip(checkpoints, headers, labels_out):
             ckpt = load_for(path, dev, "reconstruct", ema=ema, encoder=True)
             model, spec = ckpt.model, ckpt.data
-            data_set = sets[(image_size or spec.image_size, spec.channels, *spec.split_options(data).values())]
+            data_set = sets[keys[len(meta_ckpts)]]
             check_input_size(model, data_set.image_size, spec.channels, path)
             if class_name is not None and not model.is_conditional:
                 raise UsageError(f"--class needs a conditional checkpoint; {path} is not conditional")
@@ -176,11 +196,12 @@ def reconstruct(
             meta_ckpts.append({"label": label, "path": str(path), "family": header.family,
                                "latent_shape": list(model.latent_shape)})
             del ckpt, model
-    save_grid(_grid_rows(grid_rows), result.comparison, nrow=shown)
+    save_grid(_grid_rows(grid_rows), result.comparison, shown, row_labels=["ground truth", *labels_out],
+              tile_size=tile_size)
     if save_latents is not None:
         latent_tensors["labels"] = first.labels.clone()
         result.latents = write_latents(save_latents, latent_tensors, names, {
-            "checkpoints": meta_ckpts, "source": data if isinstance(data, str) else list(map(str, data)),
-            "split": split, "latent": "decoder-side latent (posterior mean, after flows for flow-vae)",
+            "checkpoints": meta_ckpts, "source": first.provenance.source, "split": split,
+            "data": first.provenance.to_dict(len(first)), "latent": "decoder-side latent (posterior mean, after flows for flow-vae)",
         })
     return result

@@ -19,8 +19,11 @@ from typing import Any, Sequence
 import torch
 
 from aecli.errors import UsageError
+from aecli.locking import FolderLock
 
 MANIFEST = "aecli-sample.json"  # the settings a sample folder was made with; a rerun must match them
+MAX_GRID_IMAGES = 4096  # one PNG; a folder takes any number (written batch by batch)
+MAX_GRID_PIXELS = 2**27  # 134 Mpx: the grid is decoded in memory as float (0.5 GB per channel)
 
 
 @dataclass
@@ -33,6 +36,15 @@ class SampleResult:
     prior: str  # what was sampled from, e.g. "N(0, I) prior" or the fitted Gaussian
     rows: int = 1
     columns: int = 1
+    data_line: str = ""  # --fit: which source, split rule and N the Gaussian was fitted to
+
+
+def check_grid(count: int, image_size: int, what: str, fix: str) -> None:
+    """Refuse a one-PNG grid too large to hold in memory, before anything is decoded."""
+    if count > MAX_GRID_IMAGES or count * image_size**2 > MAX_GRID_PIXELS:
+        limit = min(MAX_GRID_IMAGES, MAX_GRID_PIXELS // image_size**2)
+        raise UsageError(f"{what} gives a grid of {count} images of {image_size} px, more than one PNG holds "
+                         f"(at most {limit} at this size); {fix}")
 
 
 def draw_eps(shape: Sequence[int], seed: int, indices: Sequence[int]) -> torch.Tensor:
@@ -50,18 +62,37 @@ def draw_eps(shape: Sequence[int], seed: int, indices: Sequence[int]) -> torch.T
 
 @dataclass
 class _Plan:
-    """Which latent draw, label and file each sample index gets."""
+    """Which latent draw, label and file each sample index gets. Computed per index, never listed: a
+    folder of 10⁹ samples needs no list of 10⁹ names or labels."""
 
     n: int
-    labels: list[int] | None  # per sample, conditional models only
-    names: list[str]  # relative file names (folder output)
     rows: int
     columns: int
+    class_count: int = 0  # conditional models: labels cycle (or come per class) over this many
+    class_index: int | None = None  # --class: every sample is this class
+    per_class: int | None = None  # --per-class M: samples c·M … c·M+M-1 are class c, in dirs[c]
+    dirs: Sequence[str] = ()
+    row_labels: list[str] | None = None  # class names of a --per-class grid
+
+    def label(self, i: int) -> int | None:
+        if not self.class_count:
+            return None
+        if self.per_class is not None:
+            return i // self.per_class
+        return self.class_index if self.class_index is not None else i % self.class_count
+
+    def name(self, i: int) -> str:
+        """The file of sample i. Numbers are zero-padded to a fixed width that does not depend on --n
+        (longer numbers simply grow), so a folder grown with a larger --n keeps every name it had."""
+        if self.per_class is not None:
+            return f"{self.dirs[i // self.per_class]}/sample_{i % self.per_class:04d}.png"
+        return f"sample_{i:06d}.png"
 
 
 def _plan(model: Any, n: int | None, class_index: int | None, per_class: int | None,
           class_names: Sequence[str], nrow: int | None) -> _Plan:
-    from aecli.inference.common import output_name
+    from aecli.images import grid_shape
+    from aecli.inference.common import unique_output_names
 
     k = model.config.num_classes if model.is_conditional else 0
     if per_class is not None:
@@ -71,21 +102,15 @@ def _plan(model: Any, n: int | None, class_index: int | None, per_class: int | N
             raise UsageError(f"--per-class must be at least 1, got {per_class}")
         if class_index is not None:
             raise UsageError("give --class or --per-class, not both")
-        total = k * per_class
-        labels = [c for c in range(k) for _ in range(per_class)]
+        # One folder per class, never shared: names that clean up alike ("a:b", "a_b") get "-1", "-2"…
         names_of = [class_names[c] if c < len(class_names) else str(c) for c in range(k)]
-        dirs = [output_name(name, "") for name in names_of]
-        width = max(4, len(str(per_class - 1)))
-        names = [f"{dirs[c]}/sample_{j:0{width}d}.png" for c in range(k) for j in range(per_class)]
-        return _Plan(total, labels, names, k, per_class)
+        dirs = unique_output_names([name.replace("/", "_").replace("\\", "_") for name in names_of], "")
+        return _Plan(k * per_class, k, per_class, k, per_class=per_class, dirs=dirs, row_labels=names_of)
     if n is None or n < 1:
         raise UsageError(f"--n must be at least 1, got {n}")
-    labels = None
-    if k:  # no class asked: cycle through the classes so every class shows up
-        labels = [class_index] * n if class_index is not None else [i % k for i in range(n)]
-    width = max(6, len(str(n - 1)))
-    columns = nrow or math.ceil(math.sqrt(n))
-    return _Plan(n, labels, [f"sample_{i:0{width}d}.png" for i in range(n)], math.ceil(n / columns), columns)
+    rows, columns = grid_shape(n, nrow)  # no empty cell unless --nrow asks for one
+    # no class asked: labels cycle through the classes so every class shows up
+    return _Plan(n, rows, columns, k, class_index=class_index)
 
 
 def _check_manifest(folder: Path, settings: dict[str, Any]) -> None:
@@ -114,15 +139,14 @@ def sample(
     temperature: float = 1.0, seed: int = 0, class_name: str | None = None, per_class: int | None = None,
     fit: str | Sequence[str] | None = None, fit_kind: str = "auto", fit_n: int = 10_000, fit_split: str = "train",
     batch_size: int = 256, device: str = "auto", nrow: int | None = None, ema: bool = False,
-    data_root: str | None = None, progress: bool = True,
+    data_root: str | None = None, progress: bool = True, tile_size: int | None = None,
 ) -> SampleResult:
     """Sample a checkpoint into ``out``: a ``.png`` path gives one grid, anything else a folder of PNGs."""
     from aecli.atomic import write_text
     from aecli.data import open_for
     from aecli.devices import resolve_device
-    from aecli.images import save_grid, save_png
+    from aecli.images import save_grid
     from aecli.inference.common import load_for, parse_class, precheck, tty
-    from aecli.progress import Progress
     from aecli.inference.latents import encode_images, fit_gaussian
 
     if not (temperature >= 0 and math.isfinite(temperature)):
@@ -138,20 +162,25 @@ def sample(
     if not as_grid and out_path.exists() and not out_path.is_dir():
         raise UsageError(f"--out {out} is a file; give a .png path (grid) or a folder (one PNG per sample)")
     needs = {"encoder": True, "decoder": True} if fit is not None else {"prior": True}
+    needs["sampling"] = True
     precheck(checkpoint, "sample" if fit is None else "sample --fit", **needs)
     dev = resolve_device(device)
     ckpt = load_for(checkpoint, dev, "sample" if fit is None else "sample --fit", ema=ema, **needs)
     model, spec = ckpt.model, ckpt.data
     class_index = parse_class(class_name, spec.class_names, model.config.num_classes if model.is_conditional else 0)
     plan = _plan(model, n, class_index, per_class, spec.class_names, nrow)
+    if as_grid:
+        what = f"--per-class {per_class}" if per_class is not None else f"--n {n}"
+        check_grid(plan.n, spec.image_size, what, "give a folder as --out")
 
-    gaussian = None
+    gaussian, data_line = None, ""
     prior = "N(0, I) prior" if temperature == 1 else f"N(0, {temperature:g}² I) prior"
     if fit is not None:
         if fit_n < 2:
             raise UsageError(f"--fit-n must be at least 2, got {fit_n}")
-        fit_data = open_for(spec, fit, split=fit_split, limit=fit_n, data_root=data_root,
+        fit_data = open_for(spec, fit, checkpoint=checkpoint, split=fit_split, limit=fit_n, data_root=data_root,
                             progress=tty(progress))
+        data_line = fit_data.provenance.line(len(fit_data))
         latents = encode_images(model, fit_data, spec.value_range, batch_size=batch_size, device=dev,
                                 progress=progress, description="encoding --fit data")
         gaussian = fit_gaussian(latents, fit_kind)
@@ -160,33 +189,41 @@ def sample(
     def decode(indices: Sequence[int]) -> torch.Tensor:
         eps = draw_eps(model.latent_shape, seed, indices) * temperature
         z = gaussian.transform(eps) if gaussian is not None else eps
-        labels = torch.tensor([plan.labels[i] for i in indices], device=dev) if plan.labels else None
+        labels = torch.tensor([plan.label(i) for i in indices], device=dev) if plan.class_count else None
         return spec.to_unit_range(model.decode(z.to(dev), labels).float()).cpu()
 
     if as_grid:
-        if plan.n > 4096:
-            raise UsageError(f"a grid of {plan.n} images is too large for one PNG; give a folder as --out")
         images = torch.cat([decode(range(a, min(plan.n, a + batch_size))) for a in range(0, plan.n, batch_size)])
-        save_grid(images, out_path, nrow=plan.columns)
-        return SampleResult(out_path, "grid", plan.n, 1, 0, prior, plan.rows, plan.columns)
+        save_grid(images, out_path, plan.columns, row_labels=plan.row_labels, tile_size=tile_size)
+        return SampleResult(out_path, "grid", plan.n, 1, 0, prior, plan.rows, plan.columns, data_line)
 
     settings = {"checkpoint": os.path.abspath(checkpoint), "seed": seed, "temperature": temperature,
                 "class": class_index, "per_class": per_class, "fit": None if fit is None else
                 {"data": fit if isinstance(fit, str) else list(map(str, fit)), "kind": fit_kind, "n": fit_n,
                  "split": fit_split}, "ema": ema}
     out_path.mkdir(parents=True, exist_ok=True)
-    _check_manifest(out_path, settings)
-    _remove_stale_temp_files(out_path)
-    write_text(out_path / MANIFEST, json.dumps(settings, indent=2))
+    with FolderLock(out_path, "sample"):  # two samplers into one folder would mix their sets
+        _check_manifest(out_path, settings)
+        _remove_stale_temp_files(out_path)
+        write_text(out_path / MANIFEST, json.dumps(settings, indent=2))
+        written, skipped = _write_samples(out_path, plan, decode, batch_size, progress)
+    return SampleResult(out_path, "folder", plan.n, written, skipped, prior, plan.rows, plan.columns, data_line)
+
+
+def _write_samples(out_path: Path, plan: _Plan, decode: Any, batch_size: int, progress: bool) -> tuple[int, int]:
+    """Write the samples a folder lacks, in batches; returns (written, already there)."""
+    from aecli.images import save_png
+    from aecli.progress import Progress
+
     written = skipped = 0
     with Progress(plan.n, f"sampling into {out_path}", enabled=progress, min_total=512) as bar:
         for a in range(0, plan.n, batch_size):
             idx = range(a, min(plan.n, a + batch_size))
-            missing = [i for i in idx if not (out_path / plan.names[i]).exists()]
+            missing = [i for i in idx if not (out_path / plan.name(i)).exists()]
             skipped += len(idx) - len(missing)
             if missing:
                 for i, img in zip(missing, decode(missing)):
-                    save_png(img, out_path / plan.names[i])
+                    save_png(img, out_path / plan.name(i))
                 written += len(missing)
             bar.advance(len(idx))
-    return SampleResult(out_path, "folder", plan.n, written, skipped, prior, plan.rows, plan.columns)
+    return written, skipped

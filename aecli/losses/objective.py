@@ -24,7 +24,8 @@ class AutoencoderObjective(nn.Module):
 
     Components (each a detached 0-dim tensor; no ``.item()`` here so the trainer decides when to
     sync): ``recon``; for Gaussian posteriors ``kl`` (before free bits), ``kl_weight`` and, with free
-    bits, ``kl_free_bits`` (the term the loss uses); ``flow_log_det`` for flow-VAEs; ``lpips`` when
+    bits, ``kl_free_bits`` (the term the loss uses); ``flow_log_det`` for flow-VAEs; for vector-quantised
+    families ``vq_loss`` (added to the loss) and the codebook's health (``QuantizerOutput.log_parts``); ``lpips`` when
     its weight is > 0; ``adv_g`` when ``adv`` > 0 (0 before ``adv_start``).
 
     The adversarial term uses a fixed weight (no taming-style adaptive weight). The generator pass
@@ -72,6 +73,10 @@ class AutoencoderObjective(nn.Module):
                 parts["kl_free_bits"] = terms.kl.detach()
             if terms.log_det is not None:
                 parts["flow_log_det"] = terms.log_det.detach()
+
+        if out.quant is not None:  # vq families: codebook + β·commitment, and the codebook's health
+            total = total + out.quant.loss
+            parts.update(out.quant.log_parts())
 
         if self.lpips is not None:
             lp = self.lpips(out.recon, x).mean()

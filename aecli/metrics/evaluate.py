@@ -17,31 +17,42 @@ from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
+from aecli.data.identity import source_key
 from aecli.data.spec import DataSpec
 from aecli.errors import UsageError
 from aecli.hashing import sha256_file
 from aecli.metrics import DEFAULT_METRICS, ENCODER_METRICS, GEN_METRICS, METRICS, RECON_METRICS, fidelity
 from aecli.metrics import reconstruction as rec
+from aecli.metrics.codebook import CODEBOOK_KEYS, CodebookStats, plot_usage
 from aecli.metrics.classifier import ClassifierCache, ClassifierConfig, check_labelled, real_accuracy, sample_scores
 from aecli.metrics.latent_stats import DEFAULT_ACTIVE_THRESHOLD, LatentStats
 from aecli.metrics.perceptual import lpips_distance, lpips_resize_note
 from aecli.weights import WEIGHT_FILES, check_net, require_weights, weights_dir
 
 PER_IMAGE = RECON_METRICS + ("kl",)  # reported as mean ± std over images
+# The column a metric is reported under, where it differs from its --metrics name: the training log's
+# "kl" is per latent element (--reduction mean), evaluate's is per image, so they must not share a name.
+VALUE_KEYS = {"kl": "kl_per_image"}
 LATENT_KEYS = ("active_dims", "latent_dims", "mean_abs_activation", "total_variance")
 # class-acc: means over classes; the per-class values are "<key>[<class name>]" (JSON/CSV only).
 CLASS_KEYS = ("class_acc", "class_conf", "class_ceiling")
 METRIC_HELP = {
-    "l1": "mean absolute error per image on [0,1] images, then mean over images",
-    "mse": "mean squared error per image on [0,1] images, then mean over images",
+    "l1": "mean absolute error per image on [0,1] images, then mean over images (the training log's recon "
+          "is its loss on the model's value range: an L1 on [-1,1] is 2x this)",
+    "mse": "mean squared error per image on [0,1] images, then mean over images (on [-1,1], as a training "
+           "log's recon, it is 4x this)",
     "psnr": "per image 10·log10(1/MSE) on [0,1] images (capped at 100 dB), then mean ± std over images",
     "ssim": "Gaussian SSIM (11x11, sigma 1.5, data_range 1) per image, pytorch-msssim",
     "ms-ssim": "5-scale MS-SSIM (pytorch-msssim); needs images larger than 160 px",
     "lpips": "LPIPS v0.1 (lpips package) on [-1,1] RGB inputs, per image",
-    "kl": "KL(q(z|x) || N(0,I)) summed over latent dims, mean per image (VAE families)",
+    "kl": "kl_per_image: KL(q(z|x) || N(0,I)) in nats, summed over latent dims, mean over images (VAE "
+          "families; the training log's kl is per latent element with --reduction mean)",
     "rfid": "FID of the reconstructions against their inputs",
     "latent": "latent statistics of the encoder means: active dims (variance > threshold), mean |z|, "
               "total variance",
+    "codebook": "vector-quantised families: codes chosen over the evaluation set's latent positions; perplexity "
+                "= exp(entropy of code use), used codes, usage = used / codebook size, dead = never chosen "
+                "(--codebook-plots DIR: a per-code usage histogram PNG per checkpoint)",
     "fid": "FID of --samples prior draws against the evaluation set",
     "is": "Inception Score of --samples prior draws (10 splits)",
     "kid": "KID of --samples prior draws against the evaluation set (subset size min(1000, N))",
@@ -69,7 +80,7 @@ def parse_metrics(names: Iterable[str]) -> list[str]:
 class EvalConfig:
     metrics: list[str] = field(default_factory=lambda: DEFAULT_METRICS.split(","))
     data: str | None = None  # None: each checkpoint's training source
-    split: str = "val"
+    split: str = "auto"  # val of each checkpoint's training data, all of other data (aecli.data.open_for)
     n: int | None = None
     batch_size: int = 64
     device: str = "auto"
@@ -84,6 +95,7 @@ class EvalConfig:
     data_root: str | None = None
     seed: int = 0  # prior draws for fid/is/kid and class-acc
     class_samples: int = 100  # class-acc: draws per class
+    codebook_plots: str | None = None  # codebook: folder for each checkpoint's usage histogram PNG
     fid_backend: str = "torch-fidelity"  # or "clean-fid" (fid, rfid, kid; is needs torch-fidelity)
     clean_fid_mode: str = "clean"  # clean-fid: "clean" or "legacy_tensorflow"
 
@@ -114,8 +126,10 @@ class Row:
     samples: int | None = None
     values: dict[str, float | None] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)  # which source, split rule and N (Provenance)
 
     def na(self, metric: str, reason: str) -> None:
+        metric = VALUE_KEYS.get(metric, metric)
         self.values[metric] = None
         self.notes[metric] = f"n/a: {reason}"
 
@@ -232,32 +246,41 @@ class Evaluator:
         return self.backend.features(self.inception(), images_u8)
 
     def reference_identity(self, source_id: str, n: int, size: str, channels: int) -> dict[str, Any]:
-        self.inception()
-        identity = {"data": source_id, "split": self.cfg.split, "n": n, "image_size": size, "channels": channels,
-                    "inception_sha256": self._inception_sha, "features": list(fidelity.FEATURES)}
-        if self.backend.name == "torch-fidelity":  # the key older caches were written under
-            import torch_fidelity
+        import torch_fidelity
 
-            return {**identity, "torch_fidelity": torch_fidelity.__version__}
+        self.inception()
+        identity = {"data": source_id, "n": n, "image_size": size, "channels": channels,
+                    "inception_sha256": self._inception_sha, "torch_fidelity": torch_fidelity.__version__,
+                    "features": list(fidelity.FEATURES)}
+        if self.backend.name == "torch-fidelity":  # the key torch-fidelity caches were always written under
+            return identity
         return {**identity, "backend": self.backend.tag(), "features": ["2048"]}
 
     # -- data --------------------------------------------------------------------------------------
-    def dataset(self, source: str, spec: DataSpec, split: str | None = None) -> Any:
+    def dataset(self, source: str | None, spec: DataSpec, checkpoint: Any, split: str | None = None) -> Any:
         """The evaluation set (--split, --n) or, given ``split``, that whole split (class-acc), opened
-        as the checkpoint expects it (aecli.data.open_for)."""
+        as the checkpoint expects it (aecli.data.open_for; no ``source``: its training data). Its
+        ``provenance`` is this checkpoint's view (same data as its training or not)."""
+        import dataclasses
+
         from aecli.data import open_for
 
         limit = self.cfg.n if split is None else None
         split = split or self.cfg.split
+        defaulted = not source
+        source = source or spec.default_source(checkpoint)
         options = spec.split_options(source)
-        key = (source, spec.image_size, spec.channels, split, limit, tuple(sorted(options.items())))
+        key = (source_key(source), spec.image_size, spec.channels, split, limit, tuple(sorted(options.items())))
         if key not in self._datasets:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                self._datasets[key] = open_for(spec, source, split=split, limit=limit,
+                self._datasets[key] = open_for(spec, source, checkpoint=checkpoint, split=split, limit=limit,
                                                data_root=self.cfg.data_root)
             self.warnings += [str(w.message) for w in caught]
-        return self._datasets[key]
+        ds = self._datasets[key]
+        ds.provenance = dataclasses.replace(ds.provenance, training_source=spec.source, defaulted=defaulted,
+                                            same_as_training=spec.is_training_source(source))
+        return ds
 
     # -- generation metrics ------------------------------------------------------------------------
     def generation(self, row: Row, sampler: Callable[[int, torch.Generator], torch.Tensor] | None,
@@ -314,16 +337,15 @@ class Evaluator:
 
         cfg = self.cfg
         header = read_header(path)
-        source = cfg.data or header.data.source
-        if not source:
-            raise UsageError(f"{path} does not record its training data source; pass --data SRC")
         spec = header.data
-        ds = self.dataset(source, spec)
+        ds = self.dataset(cfg.data, spec, path)
+        source = ds.provenance.source
+        self.log(f"{path}: {header.family} · {ds.provenance.line(len(ds))}")
         loaded = load_model(path, self.device, ema=cfg.ema)
         model = loaded.model
         row = Row(name=str(path), family=header.family, n=len(ds),
-                  image_size=f"{spec.image_size}x{spec.image_size}x{spec.channels}")
-        self.log(f"{path}: {header.family} on {source} ({len(ds)} images, {cfg.split})")
+                  image_size=f"{spec.image_size}x{spec.image_size}x{spec.channels}",
+                  data=ds.provenance.to_dict(len(ds)))
         wanted = [m for m in cfg.metrics if m in ENCODER_METRICS]
         if wanted and not model.has_encoder:
             for m in wanted:
@@ -357,8 +379,8 @@ class Evaluator:
         if reason:
             _class_na(row, reason)
             return
-        train = self.dataset(source, spec, split="train")
-        val = self.dataset(source, spec, split="val")
+        train = self.dataset(self.cfg.data, spec, row.name, split="train")
+        val = self.dataset(self.cfg.data, spec, row.name, split="val")
         check_labelled(train, "train")
         check_labelled(val, "val")
         # Label k must mean the same class to the model and to the classifier.
@@ -394,6 +416,8 @@ class Evaluator:
         kl: list[torch.Tensor] = []
         kl_na = ""
         latent = LatentStats()
+        codebook = CodebookStats(model.config.codebook_size) \
+            if "codebook" in wanted and hasattr(model, "quantizer") else None
         rec_bank, ref_bank = fidelity.FeatureBank(), fidelity.FeatureBank()
         with torch.no_grad():
             for x_u8, labels in BatchLoader(ds, self.cfg.batch_size, shuffle=False, device=self.device):
@@ -415,6 +439,8 @@ class Evaluator:
                         kl_na = f"{row.family} is not a VAE (deterministic latent)"
                 if "latent" in wanted:
                     latent.update(out.posterior.mode())
+                if codebook is not None and out.quant is not None:
+                    codebook.update(out.quant.indices)
                 if "rfid" in wanted:
                     rec_bank.add(self.features(fidelity.to_uint8(pred)))
         if collect_ref:
@@ -426,11 +452,13 @@ class Evaluator:
             if kl_na:
                 row.na("kl", kl_na)
             else:
-                _mean_std(row, "kl", torch.cat(kl))
+                _mean_std(row, VALUE_KEYS["kl"], torch.cat(kl))
                 if row.family == "flow-vae":
-                    row.notes["kl"] = "KL of the base posterior q0, before the planar flows"
+                    row.notes[VALUE_KEYS["kl"]] = "KL of the base posterior q0, before the planar flows"
         if "latent" in wanted:
             self._latent(row, latent)
+        if "codebook" in wanted:
+            self._codebook(row, codebook)
         if "rfid" in wanted:
             self._distribution_metrics(row, rec_bank.result(), ref, ["rfid"], len(ds), "reconstructed")
         return ref
@@ -444,6 +472,25 @@ class Evaluator:
         row.values.update(latent.summary(self.cfg.active_threshold))
         row.notes["latent"] = (f"encoder means {'x'.join(map(str, latent.shape))}; active = variance > "
                                f"{self.cfg.active_threshold:g}")
+
+    def _codebook(self, row: Row, stats: CodebookStats | None) -> None:
+        if stats is None:
+            for k in CODEBOOK_KEYS:
+                row.values[k] = None
+            row.notes["codebook"] = f"n/a: {row.family} has no codebook (vector-quantised families: vq-vae, vqgan)"
+            return
+        row.values.update(stats.summary())
+        note = f"{int(stats.counts.sum())} latent positions"
+        if self.cfg.codebook_plots:
+            path = Path(self.cfg.codebook_plots) / f"{_plot_stem(row.name)}_codebook.png"
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                plot_usage(stats.counts, path, f"{row.name}: code usage on {row.n} images")
+            except OSError as exc:
+                raise UsageError(f"cannot write the codebook histogram to {path}: {exc.strerror}; "
+                                 "choose a writable --codebook-plots folder") from None
+            note += f"; histogram {path}"
+        row.notes["codebook"] = note
 
     # -- folders -----------------------------------------------------------------------------------
     def evaluate_folders(self, pred_dir: str, ref_dir: str, skip_unpaired: bool = False) -> Row:
@@ -461,6 +508,10 @@ class Evaluator:
                 row.na(m, "use fid: the predictions are the reconstructions")
             elif m == "class-acc":
                 _class_na(row, "needs a class-conditional checkpoint")
+            elif m == "codebook":
+                for k in CODEBOOK_KEYS:
+                    row.values[k] = None
+                row.notes[m] = "n/a: needs a checkpoint"
         wanted = [m for m in cfg.metrics if m in RECON_METRICS]
         dist = [m for m in cfg.metrics if m in GEN_METRICS]
         recon = _Recon(wanted, self.lpips() if "lpips" in wanted else None, cfg.lpips_net)
@@ -549,14 +600,24 @@ def columns(report: EvalReport) -> list[str]:
         if m == "latent":
             keys += list(LATENT_KEYS)
             continue
+        if m == "codebook":
+            keys += list(CODEBOOK_KEYS)
+            continue
         if m == "class-acc":  # then every per-class key any row has, in first-seen order
             keys += list(CLASS_KEYS)
             keys += [k for k in dict.fromkeys(k for r in report.rows for k in r.values) if "[" in k]
             continue
-        keys.append(m)
+        key = VALUE_KEYS.get(m, m)
+        keys.append(key)
         if m in PER_IMAGE or m in ("is", "kid"):
-            keys.append(f"{m}_std")
+            keys.append(f"{key}_std")
     return keys
+
+
+def _plot_stem(name: str) -> str:
+    """runs/a/best.safetensors → a_best: the run folder keeps histograms of a sweep apart."""
+    p = Path(name)
+    return "_".join(part for part in (p.parent.name, p.stem) if part) or "checkpoint"
 
 
 def format_value(value: float | None) -> str:

@@ -23,7 +23,7 @@ def _row_dict(row: Row, report: EvalReport) -> dict[str, Any]:
             value = None
         values[key] = value
     return {"name": row.name, "family": row.family, "n": row.n, "image_size": row.image_size,
-            "samples": row.samples, "device": report.device, "values": values, "notes": notes}
+            "samples": row.samples, "device": report.device, "data": row.data, "values": values, "notes": notes}
 
 
 def to_dict(report: EvalReport) -> dict[str, Any]:
@@ -80,7 +80,8 @@ def print_report(report: EvalReport, console: Any) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title=f"aecli evaluate ({report.device}, split {report.info.get('split', '')})")
+    splits = sorted({r.data["split"] for r in report.rows if r.data.get("split")})
+    table = Table(title=f"aecli evaluate ({report.device}{', split ' + ', '.join(splits) if splits else ''})")
     table.add_column("model", overflow="fold")
     table.add_column("family")
     table.add_column("N", justify="right")

@@ -8,6 +8,8 @@ with every family that has the needed capability:
 - ``has_prior``: latents are trained towards N(0, I), so ``sample()`` is meaningful (VAEs, flow-VAE, GAN).
 - ``decodes_latent``: ``decode(z)`` works from a latent alone (interpolate, arithmetic, sample --fit).
   False for ``skip-ae``, whose decoder also needs the encoder's skip features.
+- ``sample_refusal``: non-empty when ``sample`` (with or without --fit) is meaningless, with the reason
+  (vector-quantised families: no prior over their codes).
 """
 
 from __future__ import annotations
@@ -88,6 +90,7 @@ class AEOutput:
     z: torch.Tensor  # the latent the decoder saw (after flows, before class conditioning)
     z0: torch.Tensor | None = None  # flow-vae: the posterior sample before the flows
     log_det: torch.Tensor | None = None  # flow-vae: sum of log|det J| over flows, shape (B,)
+    quant: Any = None  # vq families: the QuantizerOutput (codes, quantiser loss, codebook health)
 
 
 def make_activation(name: str) -> nn.Module:
@@ -129,6 +132,7 @@ class Autoencoder(nn.Module):
     has_encoder: ClassVar[bool] = True
     has_prior: ClassVar[bool] = False
     decodes_latent: ClassVar[bool] = True
+    sample_refusal: ClassVar[str] = ""
 
     def __init__(self, config: BaseConfig) -> None:
         super().__init__()

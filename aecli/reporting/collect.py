@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from aecli.errors import UsageError
+from aecli.errors import AecliError, UsageError
 
 # Config keys that describe a run in the hyperparameter table, in this order.
 HYPER_KEYS = ("epochs", "batch_size", "lr", "optimizer", "betas", "weight_decay", "scheduler", "recon",
@@ -40,10 +41,10 @@ def _last_epoch_losses(run: Path) -> dict[str, float]:
             row = json.loads(line)
         except ValueError:
             continue
-        if row.get("kind") != "epoch":
+        if not isinstance(row, dict) or row.get("kind") != "epoch":
             continue
         for k, v in row.items():
-            if isinstance(v, (int, float)) and k not in ("epoch", "step", "elapsed_s", "images", "lr"):
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step", "elapsed_s", "images", "lr"):
                 final[f"{row.get('split', 'train')}_{k}"] = float(v)
     return final
 
@@ -69,24 +70,65 @@ def _evaluations(run: Path, extra: list[Path]) -> dict[str, Any]:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            raise UsageError(f"{path} is not readable JSON from `aecli evaluate --json`") from None
-        for row in data.get("rows", []):
-            ckpt = Path(row.get("name", ""))
+            data = None
+        rows = data.get("rows") if isinstance(data, dict) else None
+        if not isinstance(rows, list):
+            warnings.warn(f"{path} is not readable JSON from `aecli evaluate --json` (an object with \"rows\"); "
+                          "its figures are left out", stacklevel=2)
+            continue
+        for row in rows:
+            if not isinstance(row, dict) or not isinstance(row.get("name"), str) \
+                    or not isinstance(row.get("values"), dict):
+                continue
+            ckpt = Path(row["name"])
             if ckpt.parent.resolve() == run.resolve():
-                found[ckpt.name] = {k: v for k, v in row.get("values", {}).items() if v is not None}
+                found[ckpt.name] = {str(k): v for k, v in row["values"].items()
+                                    if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
     return found.get("best.safetensors") or found.get("last.safetensors") or next(iter(found.values()), {})
 
 
-def collect_runs(run_dirs: list[Path], eval_files: list[Path] | None = None) -> list[RunSummary]:
-    runs = []
+def _read_config(path: Path) -> dict[str, Any] | None:
+    """A run's config.json, or None (with a warning naming it) when it is not a usable one."""
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        problem = f"is not readable JSON ({type(exc).__name__})"
+    else:
+        if not isinstance(config, dict):
+            problem = "is not a JSON object"
+        elif not isinstance(config.get("family"), str):
+            problem = "names no model family (\"family\")"
+        elif not isinstance(config.get("model", {}), dict):
+            problem = "has a \"model\" entry that is not an object"
+        else:
+            return config
+    warnings.warn(f"{path} {problem}; that run is left out of the report", stacklevel=3)
+    return None
+
+
+def collect_runs(run_dirs: list[Path], eval_files: list[Path] | None = None,
+                 note: Callable[[str], None] = lambda s: None) -> list[RunSummary]:
+    """Summaries of the run folders; a path that holds no run (`report runs/*` meets other folders and
+    files) is skipped with a ``note``, a run whose config or checkpoint is damaged is left out with a
+    warning naming the file, and only no run at all is an error."""
+    runs, damaged = [], 0
     for run in run_dirs:
         config_path = run / "config.json"
-        if not config_path.exists():
-            raise UsageError(f"{run} is not an aecli run folder (no config.json); give folders made by `aecli train`")
-        config = json.loads(config_path.read_text(encoding="utf-8"))
         ckpt = run / "best.safetensors" if (run / "best.safetensors").exists() else run / "last.safetensors"
-        if not ckpt.exists():
-            raise UsageError(f"{run} has no checkpoint yet (best/last.safetensors); train it first")
+        if not config_path.is_file() or not ckpt.is_file():
+            why = "no config.json" if not config_path.is_file() else "no checkpoint yet (best/last.safetensors)"
+            note(f"skipped {run}: not an aecli run folder ({why})")
+            continue
+        config = _read_config(config_path)
+        if config is None:
+            damaged += 1
+            continue
+        try:
+            architecture = _architecture(ckpt)
+        except AecliError as exc:
+            warnings.warn(f"{ckpt} cannot be read ({exc}); that run is left out of the report", stacklevel=2)
+            damaged += 1
+            continue
         grids = run / "grids"
         images = {}
         if (run / "loss_curves.png").exists():
@@ -96,8 +138,14 @@ def collect_runs(run_dirs: list[Path], eval_files: list[Path] | None = None) -> 
             if files:
                 images[label] = files[-1]
         runs.append(RunSummary(name=run.name, path=run, family=config["family"], config=config,
-                               architecture=_architecture(ckpt), final=_last_epoch_losses(run),
+                               architecture=architecture, final=_last_epoch_losses(run),
                                evaluation=_evaluations(run, eval_files or []), images=images))
+    if not runs and damaged:
+        raise UsageError(f"none of the {len(run_dirs)} run folder(s) could be read (see the warnings above); "
+                         "fix or leave out the damaged files")
+    if not runs:
+        raise UsageError(f"none of the {len(run_dirs)} given path(s) is an aecli run folder (config.json and "
+                         "best/last.safetensors); give folders made by `aecli train`")
     return runs
 
 

@@ -12,7 +12,7 @@ from aecli.atomic import write_text
 from aecli.errors import UsageError
 from aecli.reporting.collect import HYPER_KEYS, RunSummary, config_value, swept_keys
 
-LOWER_IS_BETTER = ("loss", "recon", "kl", "l1", "mse", "lpips", "fid", "kid", "rfid")
+LOWER_IS_BETTER = ("loss", "recon", "kl", "kl_per_image", "l1", "mse", "lpips", "fid", "kid", "rfid")
 
 
 def _fmt(value: Any) -> str:

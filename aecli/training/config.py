@@ -4,6 +4,11 @@ the run folder records (config.json) so a run can be resumed and reported exactl
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import re
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,8 +48,11 @@ class TrainConfig:
     adv: float = 0.0
     adv_start: int = 0
     # optimisation
-    epochs: int = 10
+    epochs: int | None = None  # None: 10, or as many as --max-steps needs when that is given
+    max_steps: int = 0  # stop after this many optimizer steps (0: no limit); resumable
+    max_time: str | None = None  # stop at the first step boundary after this wall time ("90m", "1h30m", "600")
     batch_size: int = 64
+    grad_accum_steps: int = 1  # micro-batches of batch_size per optimizer step
     lr: float = 1e-3
     lr_d: float | None = None  # discriminator learning rate (gan: 4e-4, seed 003's TTUR)
     optimizer: str = "adam"
@@ -83,8 +91,12 @@ class TrainConfig:
             if not cond:
                 raise UsageError(msg)
 
-        need(self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
+        need(self.epochs is None or self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
+        need(self.max_steps >= 0, f"--max-steps must be >= 0 (0: no limit), got {self.max_steps}")
+        if self.max_time is not None:
+            parse_duration(self.max_time)
         need(self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}")
+        need(self.grad_accum_steps >= 1, f"--grad-accum-steps must be at least 1, got {self.grad_accum_steps}")
         need(self.lr > 0, f"--lr must be positive, got {self.lr}")
         need(self.lr_d is None or self.lr_d > 0, f"--lr-d must be positive, got {self.lr_d}")
         need(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
@@ -113,15 +125,187 @@ class TrainConfig:
 
         check_names(self.trackers)
 
+    def planned_epochs(self, steps_per_epoch: int) -> int:
+        """Epochs to run: --epochs, else as many as --max-steps needs, else 10."""
+        if self.epochs is not None:
+            return self.epochs
+        if self.max_steps:
+            return max(1, -(-self.max_steps // max(1, steps_per_epoch)))
+        return DEFAULT_EPOCHS
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise UsageError(f"unknown training option(s) {', '.join(unknown)}")
-        return cls(**d)
+    def from_dict(cls, d: Any, where: str = "config") -> "TrainConfig":
+        """A config as saved in a run folder's config.json, every value type-checked (``where`` names the
+        file in errors)."""
+        if not isinstance(d, dict):
+            raise UsageError(f"{where} must hold a JSON object of options, not {type(d).__name__}")
+        if not isinstance(d.get("family"), str):
+            raise UsageError(f"{where} names no model family (\"family\": \"conv-ae\" …)")
+        values = check_options({k: v for k, v in d.items() if k != "family"}, where)
+        return cls(family=d["family"], **values)
+
+
+DEFAULT_EPOCHS = 10
+_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def _field_types() -> dict[str, Any]:
+    return typing.get_type_hints(TrainConfig)
+
+
+def _type_name(kind: Any) -> str:
+    args = [a for a in typing.get_args(kind) if a is not type(None)]
+    if typing.get_origin(kind) in (tuple,):
+        return "a list of numbers"
+    if typing.get_origin(kind) is dict:
+        return "a table of model options"
+    base = args[0] if args else kind
+    return {int: "a whole number", float: "a number", str: "a string", bool: "true or false"}.get(base, str(base))
+
+
+def _coerce(value: Any, kind: Any) -> Any:
+    """``value`` as ``kind`` (TrainConfig's annotation), or raise ValueError. No silent conversions:
+    ``true`` is not an epoch count and ``32.5`` is not an image size."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        return _coerce(value, next(a for a in args if a is not type(None)))
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    elif origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        if isinstance(value, (list, tuple)) and len(value) == len(args):
+            return tuple(_coerce(float(v) if isinstance(v, str) else v, a) for v, a in zip(value, args))
+    elif origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    raise ValueError(value)
+
+
+def check_options(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """Training options from a file (TOML config, config.json), each checked against its declared type.
+    Keys may use dashes or underscores (TOML files are written like the command-line options)."""
+    types = _field_types()
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        name = str(key).replace("-", "_")
+        if name not in _FIELDS or name == "family":
+            raise UsageError(f"{where}: unknown option {key!r}; see `aecli train --help`")
+        try:
+            out[name] = _coerce(value, types[name])
+        except (ValueError, TypeError):
+            raise UsageError(f"{where}: {key} must be {_type_name(types[name])}, got {value!r}") from None
+    if "model" in out:
+        out["model"] = {str(k).replace("-", "_"): v for k, v in out["model"].items()}
+    return out
+
+
+def check_model_options(family: str, model: dict[str, Any], where: str) -> dict[str, Any]:
+    """``[model]`` values from a file, checked against the family config's fields and their types."""
+    from aecli.models import get_family
+
+    fields = {f.name: f for f in dataclasses.fields(get_family(family).Config)}
+    out: dict[str, Any] = {}
+    for key, value in model.items():
+        if key not in fields:
+            raise UsageError(f"{where}: {family} has no model option {key!r}; its options are: "
+                             f"{', '.join(sorted(fields))}")
+        default = fields[key].default
+        ok = True
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(default, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            value = float(value) if ok else value
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        elif isinstance(default, tuple):
+            kind = type(default[0]) if default else int
+            ok = isinstance(value, (list, tuple)) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and (kind is float or isinstance(v, int))
+                for v in value)
+            value = tuple(kind(v) for v in value) if ok else value
+        if not ok:
+            shown = "a list" if isinstance(default, tuple) else _type_name(type(default))
+            raise UsageError(f"{where}: model option {key} must be {shown}, got {value!r}")
+        out[key] = value
+    return out
+
+
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s?)?$")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in "600", "90m", "1h30m", "2d", "45s" or Lightning's "DD:HH:MM:SS" / "HH:MM:SS"."""
+    t = str(text).strip().lower().replace(" ", "")
+    seconds: float | None = None
+    if ":" in t:
+        parts = t.split(":")
+        if 2 <= len(parts) <= 4 and all(p.isdigit() for p in parts):
+            seconds = 0.0
+            for p, unit in zip(reversed(parts), (1, 60, 3600, 86400)):
+                seconds += int(p) * unit
+    elif t and (m := _DURATION.match(t)):
+        seconds = sum(float(v) * u for v, u in zip(m.groups(), (86400, 3600, 60, 1)) if v)
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
+        raise UsageError(f"--max-time must be a duration such as 600 (seconds), 90m, 1h30m or 00:12:00:00, "
+                         f"got {text!r}")
+    return seconds
+
+
+def resolve_format(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with the image size and channels it will train at written out (without reading the data)."""
+    from aecli.training.setup import natural_format, pick_image_size
+
+    size, channels = natural_format(cfg.data)
+    out = dataclasses.replace(cfg, model=dict(cfg.model))
+    out.channels = cfg.channels or channels
+    out.image_size = pick_image_size(cfg.family, {**cfg.model, "channels": out.channels}, cfg.image_size, size)
+    return out
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value) if math.isfinite(value) else ("nan" if value != value else "inf" if value > 0 else "-inf")
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)  # JSON string escapes are valid TOML basic strings
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {value!r}")
+
+
+def to_toml(cfg: TrainConfig) -> str:
+    """The config as a TOML file `aecli train --config` reads back to the same config. Options left
+    automatic (None) are omitted: TOML has no null, and absent means automatic."""
+    lines = [f"family = {_toml_value(cfg.family)}"]
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name in ("family", "model", "command_line") or value is None:
+            continue
+        lines.append(f"{f.name} = {_toml_value(value)}")
+    if cfg.model:
+        lines += ["", "[model]"] + [f"{k} = {_toml_value(v)}" for k, v in sorted(cfg.model.items()) if v is not None]
+    return "\n".join(lines) + "\n"

@@ -137,7 +137,8 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
 
 
 class StopVote:
-    """Do all ranks agree to stop? True everywhere once any rank has seen a stop signal.
+    """Do all ranks agree to stop? Non-zero everywhere once any rank has seen a stop signal (or ran out of
+    --max-time: wall clocks differ between ranks, so time is voted too).
 
     Each step's vote is all-reduced asynchronously and read one step later, so a step never waits
     for the host (on CUDA an immediate `.item()` would stall the queue every step); every rank reads
@@ -148,16 +149,17 @@ class StopVote:
         self.device = device
         self._pending: tuple[object, torch.Tensor] | None = None
 
-    def __call__(self, local: bool) -> bool:
+    def __call__(self, local: int) -> int:
+        """``local``: 0 (go on) or a reason code; every rank gets the largest code any rank voted."""
         if not dist.is_initialized():
-            return local
-        flag = torch.tensor([1.0 if local else 0.0], device=self.device)
+            return int(local)
+        flag = torch.tensor([float(local)], device=self.device)
         work = dist.all_reduce(flag, op=dist.ReduceOp.MAX, async_op=True)
         previous, self._pending = self._pending, (work, flag)
         if previous is None:
-            return False
+            return 0
         previous[0].wait()  # type: ignore[attr-defined]
-        return bool(previous[1].item() > 0)
+        return int(previous[1].item())
 
     def drain(self) -> None:
         """Finish the outstanding vote (before a barrier or shutting the process group down)."""

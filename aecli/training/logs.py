@@ -66,7 +66,7 @@ class MetricsLog:
         write_text(self.run_dir / METRICS_CSV, buf.getvalue())
 
     def plot(self, force: bool = False) -> None:
-        """loss_curves.png: one panel per loss component, train and validation per epoch (seed 000).
+        """loss_curves.png: one panel per loss component (total first), train and validation per epoch.
 
         Drawing costs about a second (matplotlib), so within a run it is refreshed at most every
         PLOT_INTERVAL_S seconds; ``force`` (the last epoch) always draws.
@@ -74,34 +74,75 @@ class MetricsLog:
         if not force and time.monotonic() - self._last_plot < PLOT_INTERVAL_S:
             return
         self._last_plot = time.monotonic()
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
         from aecli.atomic import atomic_path
 
-        epochs = [r for r in self.rows if r.get("kind") == "epoch"]
-        if not epochs:
+        fig = plot_loss_curves(self.rows, title=f"loss curves: {self.run_dir.name}")
+        if fig is None:
             return
-        skip = {"kind", "split", "epoch", "step", "lr", "images_per_s", "elapsed_s", "time", "kl_weight"}
-        comps = [k for k in epochs[-1] if k not in skip and isinstance(epochs[-1][k], (int, float))]
-        if not comps:
-            return
-        fig, axes = plt.subplots(1, len(comps), figsize=(4 * len(comps), 3.2), squeeze=False)
-        for ax, comp in zip(axes[0], comps):
-            for split, style in (("train", "-o"), ("val", "--s")):
-                pts = [(r["epoch"], r[comp]) for r in epochs if r.get("split") == split and comp in r]
-                if pts:
-                    ax.plot(*zip(*pts), style, label=split, markersize=3)
-            ax.set_title(comp)
-            ax.set_xlabel("epoch")
-            ax.legend()
-            ax.grid(alpha=0.3)
-        fig.tight_layout()
         with atomic_path(self.run_dir / LOSS_CURVES) as tmp:
-            fig.savefig(tmp, format="png", dpi=90)
-        plt.close(fig)
+            fig.savefig(tmp, format="png", dpi=100)
+
+
+# Numbers in a metrics row that are not losses: they get no panel in loss_curves.png.
+NOT_LOSSES = frozenset({"kind", "split", "epoch", "step", "lr", "images", "images_per_s", "elapsed_s", "time",
+                        "kl_weight"})
+LOG_SCALE_RATIO = 30.0  # a component whose positive values span this factor or more is drawn on a log axis
+
+
+def loss_components(rows: list[dict[str, Any]]) -> list[str]:
+    """The loss columns of the epoch rows, total ``loss`` first, then in logged order."""
+    names: list[str] = []
+    for row in rows:
+        names += [k for k, v in row.items() if k not in NOT_LOSSES and k not in names
+                  and isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return sorted(names, key=lambda k: k != "loss")
+
+
+def use_log_scale(values: list[float]) -> bool:
+    """Log y when every value is positive and they span decades (a VAE's KL in epoch 1 is often ~1000×
+    its later value, which flattens everything after it on a linear axis)."""
+    return bool(values) and min(values) > 0 and max(values) / min(values) >= LOG_SCALE_RATIO
+
+
+def plot_loss_curves(rows: list[dict[str, Any]], title: str = "") -> Any:
+    """A matplotlib Figure of the epoch rows (None when there is nothing to draw)."""
+    import math
+
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [r for r in rows if r.get("kind") == "epoch"]
+    comps = loss_components(epochs)
+    if not comps:
+        return None
+    cols = min(3, len(comps))
+    nrows = math.ceil(len(comps) / cols)
+    fig = Figure(figsize=(4.2 * cols, 3.3 * nrows + 0.5), layout="constrained")
+    axes = fig.subplots(nrows, cols, squeeze=False).flatten()
+    steps = {r["epoch"]: r.get("step") for r in epochs}
+    for ax, comp in zip(axes, comps):
+        values: list[float] = []
+        for split, style, name in (("train", "-o", "train"), ("val", "--s", "validation")):
+            pts = [(r["epoch"], float(r[comp])) for r in epochs if r.get("split") == split and comp in r]
+            if pts:
+                ax.plot(*zip(*pts), style, label=name, markersize=3)
+                values += [v for _, v in pts]
+        log = use_log_scale(values)
+        if log:
+            ax.set_yscale("log")
+        ax.set_title("loss (total)" if comp == "loss" else comp)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(comp + (" (log scale)" if log else ""))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3, which="both" if log else "major")
+    for ax in axes[len(comps):]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    last = max(steps)
+    per_epoch = f", {steps[last] // last} steps per epoch" if steps.get(last) and last else ""
+    fig.suptitle(f"{title}{per_epoch}" if title else "")
+    fig.legend(handles, labels, loc="outside upper right", ncols=2, frameon=False)
+    return fig
 
 
 class Console:

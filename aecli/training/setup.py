@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aecli.data.identity import resolved_path
 from aecli.data.spec import DataSpec
 from aecli.errors import UsageError
 
@@ -78,6 +79,39 @@ def prepare(cfg: Any, progress: bool) -> Prepared:
     config = make_config(cfg.family, **kwargs)
     value_range = (-1.0, 1.0) if config.output_activation == "tanh" else (0.0, 1.0)
     spec = DataSpec(image_size=size, channels=channels, value_range=value_range,
-                    class_names=list(train.class_names), source=cfg.data, val_count=cfg.val_count,
+                    class_names=list(train.class_names), source=cfg.data, source_path=resolved_path(cfg.data),
+                    val_count=cfg.val_count,
                     val_fraction=cfg.val_fraction)
     return Prepared(train=train, val=val, spec=spec, model_kwargs=kwargs)
+
+
+# The resolution a source's images really have, where it is fixed (shapes are drawn at any size).
+_NATIVE = {"digits": 8, "mnist": 28, "fashion-mnist": 28, "cifar10": 32}
+SUBSTITUTE = "--data shapes:240 --image-size 32 --val-count 24"  # a recipe's one-line quick check
+
+
+def fit_warnings(cfg: Any, n_images: int, n_train: int, global_batch: int, image_size: int,
+                 parameters: int) -> list[str]:
+    """Settings that no longer fit the data they run on: a recipe written for FFHQ pointed at the
+    embedded digits, or the default batch size on a folder of 200 images."""
+    warnings = []
+    if cfg.val_count and cfg.val_count * 4 > n_images:
+        warnings.append(f"--val-count {cfg.val_count} takes {cfg.val_count / n_images:.0%} of the {n_images:,} "
+                        f"images of {cfg.data}, leaving {n_train:,} to train on; the setting was written for a "
+                        f"larger data set (lower it, e.g. --val-count {max(1, n_images // 10)})")
+    native = _NATIVE.get(cfg.data.split(":", 1)[0])
+    if native is None and natural_format(cfg.data) == (28, 1):
+        native = 28  # a QuickDraw folder
+    if native and image_size > 4 * native:
+        warnings.append(f"{cfg.data} images are {native}×{native} px, upscaled {image_size / native:g}× to "
+                        f"{image_size} px for a {parameters:,}-parameter model: the settings were written for "
+                        f"other data; for a quick check of a recipe use {SUBSTITUTE}")
+    steps = n_train // global_batch
+    unused = n_train - steps * global_batch
+    if steps and unused > 0.1 * n_train:
+        smaller = next((b for b in (cfg.batch_size // 2 ** i for i in range(1, 8))
+                        if b >= 1 and n_train % (b * global_batch // cfg.batch_size) <= 0.05 * n_train), None)
+        warnings.append(f"{n_train:,} training images at batch {global_batch}: {steps} step(s) per epoch and "
+                        f"{unused} images unused each epoch (the last partial batch is dropped)"
+                        + (f"; --batch-size {smaller} uses nearly all of them" if smaller else ""))
+    return warnings

@@ -11,9 +11,9 @@ boundaries. With them, a run stopped and resumed ends with the same weights as a
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -33,6 +33,7 @@ from aecli.data import BatchLoader, to_model_input
 from aecli.devices import resolve_device
 from aecli.errors import Interrupted, TrainingError, UsageError
 from aecli.images import save_grid
+from aecli.locking import FolderLock
 from aecli.losses import (
     AutoencoderObjective,
     LossConfig,
@@ -42,16 +43,28 @@ from aecli.losses import (
 )
 from aecli.models import Autoencoder, create_model
 from aecli.training import distributed
-from aecli.training.config import TrainConfig
+from aecli.training.config import TrainConfig, parse_duration
 from aecli.training.logs import Console, MetricsLog
 from aecli.training.trackers import open_trackers
 from aecli.training.schedules import LRSchedule
-from aecli.training.setup import prepare
+from aecli.training.runfolder import (
+    PERIODIC,
+    check_fresh_run_dir,
+    default_run_dir,
+    make_run_dir,
+    merge_resume,
+    read_run_config,
+    remove_folders,
+    remove_stale_temp_files,
+    remove_unstarted,
+    resume_dir,
+    write_run_config,
+)
+from aecli.training.setup import fit_warnings, prepare
 from aecli.training.state import STATE_FILE, Counters, load_state, save_state
 
-CONFIG_FILE = "config.json"
-COMMAND_FILE = "command.txt"
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
+_SIGNALLED, _OUT_OF_TIME = 2, 1  # stop votes: a signal outranks the clock
 
 
 @dataclass
@@ -62,32 +75,8 @@ class RunResult:
     best_val: float | None
     final: dict[str, float]
     is_main: bool = True  # rank 0 (the only process that writes and reports)
-
-
-def default_run_dir(family: str) -> Path:
-    """runs/<family>-<time>, plus the Slurm job (and array task) id so array tasks that start in the
-    same second never share a folder."""
-    name = f"{family}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
-    job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")
-    if job:
-        task = os.environ.get("SLURM_ARRAY_TASK_ID")
-        name += f"-job{job}" + (f"_{task}" if task else "")
-    return Path("runs") / name
-
-
-def check_output_dir(run_dir: Path, resuming: bool) -> None:
-    """Fail before any training if the run folder is unusable (issue: nothing written is lost)."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(f"--out {run_dir} is a file; give a folder path for the run")
-    if run_dir.exists() and not resuming and (run_dir / STATE_FILE).exists():
-        raise UsageError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
-                         "(or --resume auto), or choose another --out")
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create run folder {run_dir}: {exc.strerror}; choose a writable --out") from None
-    if not os.access(run_dir, os.W_OK):
-        raise UsageError(f"run folder {run_dir} is not writable; choose a writable --out")
+    stopped: str = ""  # why training ended before its planned epochs (--max-steps/--max-time), if it did
+    resume_hint: str = ""
 
 
 def make_optimizer(params: Any, kind: str, lr: float, betas: tuple[float, float], weight_decay: float,
@@ -100,11 +89,15 @@ def make_optimizer(params: Any, kind: str, lr: float, betas: tuple[float, float]
 
 
 class _StopFlag:
-    """SIGTERM/SIGUSR1 (Slurm --signal=USR1@120, preemption, scancel) only set a flag: the current
-    step finishes, then state is saved and we exit with EXIT_INTERRUPTED."""
+    """SIGTERM/SIGUSR1 (Slurm --signal=USR1@120, preemption, scancel) and Ctrl-C only set a flag: the
+    current step finishes, then state is saved and we exit with EXIT_INTERRUPTED. A second Ctrl-C
+    aborts at once (KeyboardInterrupt), for a user who does not want to wait for the step. Before
+    training starts (``training`` False) there is nothing to save and set-up may be blocked in a system
+    call a flag never interrupts (a stalled mount, a FIFO), so the signal stops the process at once."""
 
     def __init__(self) -> None:
         self.signal: int | None = None
+        self.training = False
         self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> "_StopFlag":
@@ -114,7 +107,12 @@ class _StopFlag:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGINT and self.signal is not None:
+            raise KeyboardInterrupt
         self.signal = signum
+        if not self.training:
+            raise Interrupted(f"stopped by {signal.Signals(signum).name} before training started; nothing "
+                              "was trained — run the same command again")
 
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():
@@ -122,9 +120,12 @@ class _StopFlag:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
+    def __init__(self, cfg: TrainConfig, run_dir: Path, resume: bool, started: float | None = None) -> None:
         self.cfg = cfg
         self.run_dir = run_dir
+        # --max-time counts from the command's start (data loading included), like a Slurm time limit
+        self.deadline = (started or time.time()) + parse_duration(cfg.max_time) if cfg.max_time else None
+        self.stopped = ""
         self.dist = distributed.detect()
         self.device = distributed.local_device(self.dist, resolve_device(cfg.device))
         distributed.init(self.dist, self.device)
@@ -133,7 +134,7 @@ class Trainer:
         # wrapped, so nothing would re-broadcast its weights). Ranks get their own noise stream below.
         torch.manual_seed(cfg.seed)
         if self.main:
-            _remove_stale_temp_files(run_dir)
+            remove_stale_temp_files(run_dir)
 
         prepared = prepare(cfg, progress=self.main and sys.stdout.isatty())
         self.spec = prepared.spec
@@ -147,15 +148,28 @@ class Trainer:
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
 
-        self.loader = BatchLoader(self.train_set, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
+        if self.is_gan and cfg.grad_accum_steps > 1:
+            raise UsageError("--grad-accum-steps is not supported by the gan family (its G and D steps alternate "
+                             "per batch); raise --batch-size instead")
+        # One loader batch is one optimizer step: its batch_size × K images are split into K micro-batches.
+        # The batch order therefore equals that of a run with batch_size × K (the same permutation).
+        self.step_batch = cfg.batch_size * cfg.grad_accum_steps
+        self.loader = BatchLoader(self.train_set, self.step_batch, shuffle=True, seed=cfg.seed, drop_last=True,
                                   device=self.device, rank=self.dist.rank, world_size=self.dist.world_size)
         if len(self.loader) == 0:
-            raise UsageError(f"--batch-size {cfg.batch_size} is larger than the training split "
+            accum = f" × --grad-accum-steps {cfg.grad_accum_steps}" if cfg.grad_accum_steps > 1 else ""
+            raise UsageError(f"--batch-size {cfg.batch_size}{accum} is larger than the training split "
                              f"({len(self.train_set)} images per process); lower it")
         self.val_loader = BatchLoader(self.val_set, cfg.batch_size, shuffle=False, device=self.device,
                                       rank=self.dist.rank, world_size=self.dist.world_size)
         self.steps_per_epoch = len(self.loader)
-        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.epochs = cfg.planned_epochs(self.steps_per_epoch)
+        self.total_steps = self.steps_per_epoch * self.epochs
+        if cfg.max_steps:
+            self.total_steps = min(self.total_steps, cfg.max_steps)
+        self.warnings = fit_warnings(cfg, len(self.train_set) + len(self.val_set), len(self.train_set),
+                                     self.step_batch * self.dist.world_size, self.spec.image_size,
+                                     sum(p.numel() for p in self.model.parameters()))
 
         self.discriminator = None
         lpips_model = self._lpips_model()
@@ -267,6 +281,10 @@ class Trainer:
     def _backward_step(self, loss: torch.Tensor, opt: torch.optim.Optimizer, params: Any) -> None:
         opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        self._optimizer_step(opt, params)
+
+    def _optimizer_step(self, opt: torch.optim.Optimizer, params: Any) -> None:
+        """Clip and apply the gradients accumulated in ``params``."""
         if self.is_gan and self.dist.enabled:
             # The GAN is not wrapped in DDP (its G and D steps bypass forward()); average grads by hand.
             for p in params:
@@ -280,16 +298,33 @@ class Trainer:
         self.scaler.update()
 
     def _ae_step(self, x: torch.Tensor, labels: torch.Tensor | None, step: int) -> dict[str, torch.Tensor]:
-        with self._autocast():
-            out = self.forward_model(x, labels)
-            loss, comps = self.objective(x, out, step)
-        self._backward_step(loss, self.optimizers["model"], self.model.parameters())
+        """One optimizer step over ``x``, as --grad-accum-steps K micro-batches: each adds the gradient of
+        its loss / K, so with per-element mean losses the step equals one on the whole batch."""
+        k = self.cfg.grad_accum_steps
+        opt = self.optimizers["model"]
+        opt.zero_grad(set_to_none=True)
+        chunks = zip(x.chunk(k), labels.chunk(k) if labels is not None else [None] * k)
+        sums: dict[str, torch.Tensor] = {}
+        recons = []
+        for i, (xc, lc) in enumerate(chunks):
+            # DDP: all-reduce the gradients once, on the last micro-batch
+            sync = nullcontext() if i == k - 1 or not hasattr(self.forward_model, "no_sync") \
+                else self.forward_model.no_sync()
+            with sync:
+                with self._autocast():
+                    out = self.forward_model(xc, lc)
+                    loss, comps = self.objective(xc, out, step)
+                self.scaler.scale(loss if k == 1 else loss / k).backward()
+            comps["loss"] = loss.detach()
+            recons.append(out.recon.detach())
+            sums = {n: sums[n] + v.detach() if n in sums else v.detach() for n, v in comps.items()}
+        self._optimizer_step(opt, self.model.parameters())
+        comps = sums if k == 1 else {n: v / k for n, v in sums.items()}
         if self.discriminator is not None and step >= self.cfg.adv_start:
             with self._autocast():
-                d_loss, d_comps = self.objective.discriminator_loss(x, out.recon.detach(), step)
+                d_loss, d_comps = self.objective.discriminator_loss(x, torch.cat(recons), step)
             self._backward_step(d_loss, self.optimizers["d"], self.discriminator.parameters())
             comps.update(d_comps)
-        comps["loss"] = loss.detach()
         return comps
 
     def _gan_step(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -396,23 +431,32 @@ class Trainer:
             x = to_model_input(x_u8, self.spec.value_range)
             recon = model(x, labels if model.is_conditional else None).recon
             both = torch.cat([self.spec.to_unit_range(x), self.spec.to_unit_range(recon.float())])
-            written.append(save_grid(both, grids / f"recon_e{epoch + 1:03d}.png", nrow=len(idx)))
+            written.append(save_grid(both, grids / f"recon_e{epoch + 1:03d}.png", len(idx),
+                                     row_labels=["input", "reconstruction"],
+                                     title=f"epoch {epoch + 1}: fixed validation images"))
         if model.has_prior:
             gen = torch.Generator().manual_seed(1234)  # fixed draws: grids are comparable across epochs
+            rows = None
             if model.is_conditional:
                 k = min(len(self.spec.class_names), 10)
                 labels = torch.arange(k).repeat_interleave(n).to(self.device)
                 imgs = model.sample(k * n, labels=labels, generator=gen)
+                rows = [str(name) for name in self.spec.class_names[:k]]
             else:
                 imgs = model.sample(n * n if n <= 8 else n, generator=gen)
             written.append(save_grid(self.spec.to_unit_range(imgs.float()), grids / f"samples_e{epoch + 1:03d}.png",
-                                     nrow=n))
+                                     n, row_labels=rows, title=f"epoch {epoch + 1}: fixed prior draws"
+                                     + (", one row per class" if rows else "")))
         model.train()
         return written
 
     def _training_summary(self, epoch: int, train_means: dict[str, float], val: dict[str, float],
                           started: float) -> dict[str, Any]:
         return {"epochs": epoch, "steps": self.counters.step, "train": train_means, "val": val,
+                "planned_epochs": self.epochs, "max_steps": self.cfg.max_steps, "max_time": self.cfg.max_time,
+                "stopped": self.stopped, "batch_size": self.cfg.batch_size,
+                "grad_accum_steps": self.cfg.grad_accum_steps,
+                "effective_batch": self.step_batch * self.dist.world_size,
                 "best_val": self.counters.best_val, "command_line": self.cfg.command_line,
                 "seed": self.cfg.seed, "aecli_version": aecli.__version__, "torch_version": torch.__version__,
                 "device": str(self.device), "world_size": self.dist.world_size, "precision": self.cfg.precision,
@@ -446,20 +490,26 @@ class Trainer:
                    rank_rngs=rank_rngs)
 
     def _prune_periodic(self) -> None:
+        """Only aecli's own stepNNNNNNNN.safetensors files count (a user's step-before-x.safetensors stays)."""
         if self.cfg.keep <= 0:
             return
-        for old in sorted(self.run_dir.glob("step*.safetensors"))[: -self.cfg.keep]:
+        ours = sorted(p for p in self.run_dir.glob("step*.safetensors") if PERIODIC.match(p.name))
+        for old in ours[: -self.cfg.keep]:
             old.unlink(missing_ok=True)
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(self, stop: "_StopFlag") -> RunResult:
-        """Train to ``cfg.epochs``. ``stop`` is installed by the caller before set-up, so a signal
-        that arrives while data loads is not lost: the first step runs, then state is saved."""
+        """Train to ``cfg.epochs``. ``stop`` is installed by the caller before set-up: a signal that
+        arrives while data loads ends the process there (nothing to save); from here on it is a flag."""
+        stop.training = True
         cfg, c = self.cfg, self.counters
         started = time.time()
         if self.main:
-            world = f" × {self.dist.world_size} processes = global batch {cfg.batch_size * self.dist.world_size}" \
-                if self.dist.enabled else ""
+            accum = f" × {cfg.grad_accum_steps} accumulated" if cfg.grad_accum_steps > 1 else ""
+            world = f" × {self.dist.world_size} processes" if self.dist.enabled else ""
+            if accum or world:
+                world = f"{accum}{world} = {'global' if world else 'effective'} batch " \
+                        f"{self.step_batch * self.dist.world_size}"
             self.console.line(f"training {cfg.family} ({sum(p.numel() for p in self.model.parameters()):,} "
                               f"params) on {len(self.train_set)} images ({self.spec.image_size}px, "
                               f"{self.spec.channels}ch), val {len(self.val_set)}; {self.device}, batch "
@@ -467,13 +517,20 @@ class Trainer:
             skipped = [*getattr(self.train_set, "skipped", []), *getattr(self.val_set, "skipped", [])]
             if skipped:
                 self.console.line(f"skipped {len(skipped)} unreadable files (first: {', '.join(skipped[:3])})")
+            for warning in self.warnings:
+                self.console.line(f"warning: {warning}")
         self.model.train()
         last_val: dict[str, float] = {}
         train_means: dict[str, float] = {}
         vote = distributed.StopVote(self.device)
+        if cfg.max_steps and c.step >= cfg.max_steps:
+            self.stopped = f"--max-steps {cfg.max_steps}"
         try:
-            while c.epoch < cfg.epochs:
+            while c.epoch < self.epochs and not self.stopped:
                 train_means = self._run_epoch(stop, vote, started)
+                if self.stopped and c.batch < self.steps_per_epoch:
+                    last_val = self._stop_mid_epoch(started)
+                    break
                 last_val = self._end_epoch(train_means, started)
         finally:
             self.console.close()
@@ -482,7 +539,39 @@ class Trainer:
         vote.drain()
         distributed.barrier()
         return RunResult(self.run_dir, c.step, c.epoch, c.best_val,
-                         {**train_means, **{f"val_{k}": v for k, v in last_val.items()}}, is_main=self.main)
+                         {**train_means, **{f"val_{k}": v for k, v in last_val.items()}}, is_main=self.main,
+                         stopped=self.stopped, resume_hint=self.resume_hint())
+
+    def _out_of_time(self) -> bool:
+        return self.deadline is not None and time.time() >= self.deadline
+
+    def resume_hint(self) -> str:
+        """The exact command line that continues this run to its plan (the options it may change included)."""
+        parts = ["aecli", "train", "--resume", str(self.run_dir)]
+        if self.cfg.epochs is not None:
+            parts += ["--epochs", str(self.cfg.epochs)]
+        if self.cfg.max_steps:
+            parts += ["--max-steps", str(self.cfg.max_steps)]
+        if self.cfg.max_time:
+            parts += ["--max-time", self.cfg.max_time]
+        return shlex.join(parts)
+
+    def _stop_mid_epoch(self, started: float) -> dict[str, float]:
+        """--max-steps/--max-time ended training inside an epoch: validate the final weights (without
+        touching any generator, so a resume stays exact), save them with the resume state."""
+        c = self.counters
+        self._flush()
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            val = self._validate(c.step)
+        means = self._reduced_means(self.epoch_sums, self.epoch_batches)
+        if self.main:
+            vshown = " ".join(f"{k} {v:.4g}" for k, v in val.items())
+            self.console.line(f"stopped at {self.stopped}: step {c.step}, epoch {c.epoch + 1} batch {c.batch}/"
+                              f"{self.steps_per_epoch}" + (f" | val: {vshown}" if val else ""))
+        if self._saved_step != c.step:
+            self._save(self._training_summary(c.epoch, means, val, started), best=False)
+        return val
 
     def _run_epoch(self, stop: "_StopFlag", vote: distributed.StopVote, started: float) -> dict[str, float]:
         cfg, c = self.cfg, self.counters
@@ -513,13 +602,17 @@ class Trainer:
                     if self.tb:
                         self.tb.scalars("train_step", row, c.step)
                 self.console.update(c.step, {"loss": means.get("loss", 0.0), "img/s": round(rate, 1)},
-                                    f"epoch {c.epoch + 1}/{cfg.epochs} step {c.step}/{self.total_steps}")
+                                    f"epoch {c.epoch + 1}/{self.epochs} step {c.step}/{self.total_steps}")
                 window_start, window_images = time.time(), 0
             if cfg.save_every_steps and c.step % cfg.save_every_steps == 0:
                 self._save(self._training_summary(c.epoch, {}, {}, started), best=False, periodic=True)
-            if vote(stop.signal is not None):
+            verdict = vote(_SIGNALLED if stop.signal is not None else _OUT_OF_TIME if self._out_of_time() else 0)
+            if verdict == _SIGNALLED:
                 vote.drain()
                 self._interrupt(stop, started)
+            if verdict == _OUT_OF_TIME or (cfg.max_steps and c.step >= cfg.max_steps):
+                self.stopped = (f"--max-time {cfg.max_time}" if verdict == _OUT_OF_TIME else f"--max-steps {cfg.max_steps}")
+                break
         self._flush()
         return {k: float(v) / max(1, self.epoch_batches) for k, v in self.epoch_sums.items()}
 
@@ -545,7 +638,7 @@ class Trainer:
         best = bool(val) and (c.best_val is None or val["loss"] < c.best_val)
         if best:
             c.best_val = val["loss"]
-        images = self.epoch_batches * cfg.batch_size * self.dist.world_size  # all ranks' share
+        images = self.epoch_batches * self.step_batch * self.dist.world_size  # all ranks' share
         c.epoch += 1
         c.batch = 0
         self.epoch_sums, self.epoch_batches = {}, 0
@@ -557,7 +650,7 @@ class Trainer:
             if val:
                 self.log.add({**row, "split": "val", **val})
             self.log.write_csv()
-            self.log.plot(force=c.epoch == cfg.epochs)
+            self.log.plot(force=c.epoch == self.epochs)
             grids = self._write_grids(c.epoch - 1)
             if self.tb:
                 self.tb.scalars("train", train_means, c.step)
@@ -566,7 +659,7 @@ class Trainer:
                     self.tb.image(path.name.split("_e")[0], path, c.step)
             shown = " ".join(f"{k} {v:.4g}" for k, v in train_means.items())
             vshown = " ".join(f"{k} {v:.4g}" for k, v in val.items())
-            self.console.line(f"epoch {c.epoch}/{cfg.epochs} train: {shown}" + (f" | val: {vshown}" if val else ""))
+            self.console.line(f"epoch {c.epoch}/{self.epochs} train: {shown}" + (f" | val: {vshown}" if val else ""))
         self._save(self._training_summary(c.epoch, train_means, val, started), best=best or self.is_gan)
         return val
 
@@ -579,7 +672,7 @@ class Trainer:
             self._requeue()
         name = signal.Signals(stop.signal).name if stop.signal else "signal"
         raise Interrupted(f"stopped by {name} at step {self.counters.step}; state saved in {self.run_dir}. "
-                          f"Resume with: aecli train {self.cfg.family} --resume {self.run_dir}")
+                          f"Resume with: {self.resume_hint()}")
 
 
     def _requeue(self) -> None:
@@ -597,62 +690,65 @@ class Trainer:
                           "resubmit the job script (it resumes with --resume auto)")
 
 
-def _remove_stale_temp_files(run_dir: Path) -> None:
-    """A kill -9 during an atomic write leaves its '.NAME.XXXX.tmp' beside the target; never read."""
-    for tmp in run_dir.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
-
-
-def write_run_config(run_dir: Path, cfg: TrainConfig) -> None:
-    write_text(run_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
-    write_text(run_dir / COMMAND_FILE, cfg.command_line + "\n")
-
-
-def read_run_config(run_dir: Path) -> TrainConfig:
-    path = run_dir / CONFIG_FILE
-    try:
-        return TrainConfig.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot resume {run_dir}: {CONFIG_FILE} is missing or unreadable ({exc})") from None
-
-
-def train(cfg: TrainConfig, resume: str | None = None) -> RunResult:
+def train(cfg: TrainConfig, resume: str | None = None, given: set[str] | None = None) -> RunResult:
     """Library entry point of `aecli train`. ``resume``: a run folder, "auto", or None.
 
     "auto" continues ``cfg.out`` when it holds a resume state and starts fresh otherwise, so one
-    Slurm script line serves the first submission and every requeue.
+    Slurm script line serves the first submission and every requeue. On resume the run's recorded
+    config is used; ``given`` names the options the user set (None: every field of ``cfg``), which
+    must match it except for the resumable ones (runfolder.RESUMABLE).
     """
+    started = time.time()
     cfg.validate()
-    resuming = False
-    if resume == "auto":
-        if not cfg.out:
-            raise UsageError("--resume auto needs --out RUN_DIR (the folder to continue or create)")
-        run_dir = Path(cfg.out)
-        resuming = (run_dir / STATE_FILE).exists()
-    elif resume:
-        run_dir = Path(resume)
-        if not (run_dir / STATE_FILE).exists():
-            raise UsageError(f"--resume {run_dir}: no {STATE_FILE} there; it is not a run folder to continue")
-        resuming = True
+    run_dir = resume_dir(resume, cfg.out)
+    resuming = run_dir is not None
+    if run_dir is not None:
+        cfg = merge_resume(read_run_config(run_dir), cfg, given, run_dir)
+        cfg.validate()
     else:
         if not cfg.out and distributed.detect().enabled:
             raise UsageError("give --out RUN_DIR when training with several processes: each process would "
                              "otherwise name its own timestamped folder")
         run_dir = Path(cfg.out) if cfg.out else default_run_dir(cfg.family)
-    if resuming:
-        saved = read_run_config(run_dir)
-        # Only these may change on resume; everything else must match for the run to be exact.
-        for key in ("epochs", "device", "log_every", "requeue", "save_every_steps", "keep", "command_line", "workers",
-                    "trackers", "tensorboard"):
-            setattr(saved, key, getattr(cfg, key))
-        cfg = saved
-    check_output_dir(run_dir, resuming)
-    if distributed.detect().is_main and not resuming:
-        write_run_config(run_dir, cfg)
-    with _StopFlag() as stop:  # installed before set-up: a signal while data loads is kept, not fatal
+    main = distributed.detect().is_main
+    if not main:  # rank 0 creates, locks and writes the run folder; every rank refuses a folder that is not its
+        if not resuming and run_dir.is_dir():  # own, or rank 0 would wait for it at the rendezvous
+            check_fresh_run_dir(run_dir, cfg)
+        return _run(cfg, run_dir, resuming, started, main=False)
+    created = make_run_dir(run_dir)
+    lock = FolderLock(run_dir, "train")
+    try:
+        lock.acquire()
+    except BaseException:
+        remove_folders(created)
+        raise
+
+    def unstarted() -> None:  # a fresh run that fails before its first step leaves no half-made folder
+        lock.release()
+        remove_unstarted(run_dir, created)
+
+    try:
+        if not resuming:
+            check_fresh_run_dir(run_dir, cfg)
+        return _run(cfg, run_dir, resuming, started, main=True, unstarted=None if resuming else unstarted)
+    finally:
+        lock.release()
+
+
+def _run(cfg: TrainConfig, run_dir: Path, resuming: bool, started: float, main: bool,
+         unstarted: Any = None) -> RunResult:
+    """Set up and fit; ``unstarted`` undoes rank 0's folder if set-up fails."""
+    with _StopFlag() as stop:  # installed before set-up: a signal while data loads stops at once
         trainer: Trainer | None = None
         try:
-            trainer = Trainer(cfg, run_dir, resume=resuming)
+            try:
+                trainer = Trainer(cfg, run_dir, resume=resuming, started=started)
+                if main:
+                    write_run_config(run_dir, cfg)
+            except BaseException:
+                if unstarted is not None:
+                    unstarted()
+                raise
             return trainer.fit(stop)
         finally:
             del trainer  # DDP's reducer holds the process group: free it before the group, not at exit
