@@ -89,6 +89,29 @@ def test_decode_equals_reconstruct(tmp_path: Path, data: Path, family: str, kw: 
         torch.testing.assert_close(logvar, post.logvar, rtol=1e-5, atol=1e-6)
 
 
+def test_vq_files_hold_code_indices_and_decode_from_either(tmp_path: Path, data: Path) -> None:
+    torch.manual_seed(6)
+    model = tiny_model("vq-vae", SIZE, 3)
+    ckpt = _save(tmp_path / "vq.safetensors", model)
+    encode(ckpt, str(data), tmp_path / "lat.safetensors", shard_size=8, progress=False)
+    with safe_open(str(tmp_path / "lat.safetensors"), framework="pt") as fh:
+        z, idx = fh.get_tensor("latents"), fh.get_tensor("indices")
+    assert idx.dtype == torch.int64 and tuple(idx.shape) == (21, *model.latent_shape[1:])
+    # The latents are exactly the codebook vectors the indices name.
+    torch.testing.assert_close(z, load_model(ckpt).model.quantizer.lookup(idx), rtol=0, atol=0)
+    reconstruct([ckpt], str(data), tmp_path / "rec", progress=False)
+    decode(ckpt, tmp_path / "lat.safetensors", tmp_path / "dec", progress=False)
+    np.save(tmp_path / "codes.npy", idx.numpy())  # e.g. what a prior over the codes generates
+    decode(ckpt, tmp_path / "codes.npy", tmp_path / "codes", progress=False)
+    rec, dec, codes = _pngs(tmp_path / "rec"), _pngs(tmp_path / "dec"), _pngs(tmp_path / "codes")
+    assert len(rec) == 21 and rec.keys() == dec.keys()
+    for i, name in enumerate(rec):  # codes.npy has no names: its PNGs are numbered in file order
+        np.testing.assert_array_equal(dec[name], rec[name])
+        np.testing.assert_array_equal(codes[f"{i:06d}.png"], rec[name])
+    code, out = _cli("decode", ckpt, tmp_path / "codes.npy", "--out", tmp_path / "x", "--scaled")
+    assert code == 2 and "integer code indices" in out
+
+
 def test_scale_factor_is_ldm_std_and_goes_into_the_checkpoint(tmp_path: Path, data: Path) -> None:
     torch.manual_seed(2)
     model = tiny_model("conv-ae", SIZE, 3)
@@ -181,7 +204,7 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path, data: Path) -> None:
     np.save(tmp_path / "ints.npy", np.zeros((3, 8), dtype=np.int64))
     cases = [
         (("decode", ckpt, tmp_path / "wrong.npy", "--out", tmp_path / "o"), "do not fit"),
-        (("decode", ckpt, tmp_path / "ints.npy", "--out", tmp_path / "o"), "not floating point"),
+        (("decode", ckpt, tmp_path / "ints.npy", "--out", tmp_path / "o"), "holds integer tensors, not latents"),
         (("decode", ckpt, tmp_path / "nope.npy", "--out", tmp_path / "o"), "does not exist"),
         (("decode", ckpt, tmp_path / "wrong.npy", "--out", tmp_path / "o", "--scaled"), "do not fit"),
         (("encode", gan, "--data", data, "--out", tmp_path / "x.safetensors"), "no encoder"),

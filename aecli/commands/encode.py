@@ -7,15 +7,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from aecli.commands._common import PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, handle_errors
+from aecli.commands._common import PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, SPLIT_HELP, handle_errors
 
 
 @handle_errors
 def encode(
     checkpoint: Annotated[Path, typer.Argument(help="An aecli checkpoint with an encoder.")],
-    data: Annotated[list[str], typer.Option("--data", help="Image folder, image file(s) (repeat --data), QuickDraw folder, or a dataset name (digits, shapes, mnist, …).", rich_help_panel=PANEL_DATA)],
     out: Annotated[Path, typer.Option(help="The .safetensors file to write; shards go to OUT.parts/ meanwhile (a rerun resumes from them).", rich_help_panel=PANEL_OUTPUT)],
-    split: Annotated[str, typer.Option(help="all|train|val (train/val as `aecli train` splits the source).", rich_help_panel=PANEL_DATA)] = "all",
+    data: Annotated[Optional[list[str]], typer.Option("--data", help="Image folder, image file(s) (repeat --data), QuickDraw folder, or a dataset name (digits, shapes, mnist, …). Default: the checkpoint's training data.", rich_help_panel=PANEL_DATA)] = None,
+    split: Annotated[str, typer.Option(help="Default all (every image, what a latent-diffusion model trains on); " + SPLIT_HELP, rich_help_panel=PANEL_DATA)] = "all",
     n: Annotated[Optional[int], typer.Option("--n", help="Encode only the first N images.", rich_help_panel=PANEL_DATA)] = None,
     data_root: Annotated[Optional[str], typer.Option(envvar="AECLI_DATA_ROOT", help="Where torchvision datasets live.", rich_help_panel=PANEL_DATA)] = None,
     cache: Annotated[Optional[str], typer.Option(envvar="AECLI_CACHE", help="Folder for the decoded uint8 image cache (memory-mapped; for sets larger than RAM).", rich_help_panel=PANEL_DATA)] = None,
@@ -32,9 +32,10 @@ def encode(
     scale factor (1/std) and shift (mean) of the latents. A rerun resumes from the shards."""
     from aecli.inference.encode import encode as run
 
-    r = run(checkpoint, data[0] if len(data) == 1 else data, out, split=split, n=n, batch_size=batch_size,
+    r = run(checkpoint, (data[0] if len(data) == 1 else data) if data else None, out, split=split, n=n, batch_size=batch_size,
             shard_size=shard_size, device=device, ema=ema, seed=seed, data_root=data_root, cache=cache,
             scale_to_checkpoint=scale_to_checkpoint)
+    typer.echo(r.data_line, err=True)
     shape = "×".join(map(str, r.latent_shape))
     resumed = f" ({r.resumed_shards} shards resumed)" if r.resumed_shards else ""
     typer.echo(f"{r.count} latents ({shape}) → {r.out}{resumed}")

@@ -23,7 +23,6 @@ import torch
 
 from aecli.errors import DataError, UsageError
 
-SPLITS = ("all", "train", "val")
 MANIFEST = "manifest.json"
 STATISTIC = ("1/std and mean over every element of posterior samples (seeded) of the whole set, "
              "as latent diffusion's scale_by_std; scaled = (z - shift) * scale")
@@ -37,6 +36,7 @@ class EncodeResult:
     scale_factor: float | None
     shift_factor: float
     resumed_shards: int  # shards found complete on disk and not recomputed
+    data_line: str = ""  # which source, split rule and N (aecli.data.sources.Provenance)
     written_to_checkpoint: bool = False
 
 
@@ -99,12 +99,14 @@ def _read_shard(path: Path, names: list[str]) -> _Moments | None:
 
 @torch.no_grad()
 def encode(
-    checkpoint: str | os.PathLike[str], data: str | Sequence[str], out: str | os.PathLike[str], *,
+    checkpoint: str | os.PathLike[str], data: str | Sequence[str] | None, out: str | os.PathLike[str], *,
     split: str = "all", n: int | None = None, batch_size: int = 64, shard_size: int = 8192,
     device: str = "auto", ema: bool = False, seed: int = 0, data_root: str | None = None,
     cache: str | None = None, scale_to_checkpoint: bool = False, progress: bool = True,
 ) -> EncodeResult:
-    """Encode every image of ``data`` with ``checkpoint`` into ``out`` (.safetensors); see the module doc."""
+    """Encode every image of ``data`` (None: the checkpoint's training data) with ``checkpoint`` into
+    ``out`` (.safetensors); see the module doc. ``split`` defaults to all: a latent-diffusion model is
+    usually trained on every image (``train``/``val`` split the training data by its own rule)."""
     from safetensors.torch import save_file
 
     from aecli.atomic import atomic_path
@@ -120,23 +122,22 @@ def encode(
         raise UsageError(f"--out must end in .safetensors, got {out}")
     if out_path.is_dir():
         raise UsageError(f"--out {out} is a folder; give a .safetensors file name")
-    if split not in SPLITS:
-        raise UsageError(f"--split must be one of {', '.join(SPLITS)}, got {split!r}")
     for name, value in (("--n", n), ("--batch-size", batch_size), ("--shard-size", shard_size)):
         if value is not None and value < 1:
             raise UsageError(f"{name} must be at least 1, got {value}")
     header = precheck(checkpoint, "encode", encoder=True)
     dev = resolve_device(device)
-    ds = open_for(header.data, data, split=split, limit=n, data_root=data_root, cache_dir=cache,
-                  progress=tty(progress))
+    ds = open_for(header.data, data, checkpoint=checkpoint, split=split, limit=n, data_root=data_root,
+                  cache_dir=cache, progress=tty(progress))
     if len(ds) == 0:
-        raise DataError(f"{data} ({split}) holds no images to encode")
+        raise DataError(f"{ds.provenance.source} ({split}) holds no images to encode")
     ckpt = load_for(checkpoint, dev, "encode", ema=ema, encoder=True)
     model, spec = ckpt.model, ckpt.data
     latent_shape = tuple(model.latent_shape)
 
     # The settings a shard depends on: a rerun with other settings must not reuse them.
-    settings = {"checkpoint_sha256": sha256_file(checkpoint), "ema": ema, "source": str(data), "split": split,
+    settings = {"checkpoint_sha256": sha256_file(checkpoint), "ema": ema, "source": ds.provenance.source,
+                "split": ds.provenance.split, "rule": ds.provenance.rule,
                 "n": len(ds), "shard_size": shard_size, "seed": seed, "latent_shape": list(latent_shape)}
     parts = parts_dir(out_path)
     manifest = parts / MANIFEST
@@ -176,8 +177,8 @@ def encode(
                 means.append(posterior.mode().float().cpu())
                 if hasattr(posterior, "logvar"):
                     logvars.append(posterior.logvar.float().cpu())
-                if getattr(posterior, "indices", None) is not None:  # VQ families: code indices
-                    indices.append(posterior.indices.to(torch.int64).cpu())
+                if hasattr(model, "encode_indices"):  # VQ families: the integer code maps too
+                    indices.append(model.encode_indices(to_model_input(x_u8, spec.value_range)).long().cpu())
                 shard_moments.add(posterior.sample(gen).float())
                 bar.advance(len(x_u8))
             tensors = {"latents": torch.cat(means), "labels": shard.labels.clone()}
@@ -210,21 +211,22 @@ def encode(
         "scale_factor": json.dumps(scale), "shift_factor": json.dumps(moments.mean),
         "latent_stats": json.dumps({"std": std, "mean": moments.mean, "elements": moments.n, "seed": seed,
                                     "how": STATISTIC}),
-        "source": json.dumps(str(data) if isinstance(data, str) else list(map(str, data))),
-        "split": json.dumps(split), "class_names": json.dumps(list(ds.class_names)),
+        "source": json.dumps(ds.provenance.source), "split": json.dumps(ds.provenance.split),
+        "provenance": json.dumps(ds.provenance.to_dict(len(ds))), "class_names": json.dumps(list(ds.class_names)),
         "data": json.dumps(spec.to_dict()),
     }
     concat_shards(out_path, shards, keys, metadata)
     shutil.rmtree(parts, ignore_errors=True)
-    result = EncodeResult(out_path, len(ds), latent_shape, scale, moments.mean, resumed)
+    result = EncodeResult(out_path, len(ds), latent_shape, scale, moments.mean, resumed,
+                          ds.provenance.line(len(ds)))
     if scale_to_checkpoint:
         if scale is None:
             raise DataError("the latents have zero variance, so there is no scale factor to write")
         from aecli.checkpoint.format import LATENT_SCALE_KEY, set_metadata
 
         set_metadata(checkpoint, LATENT_SCALE_KEY, {
-            "scale_factor": scale, "shift_factor": moments.mean, "source": json.loads(metadata["source"]),
-            "split": split, "n": len(ds), "elements": moments.n, "seed": seed, "how": STATISTIC})
+            "scale_factor": scale, "shift_factor": moments.mean, "source": ds.provenance.source,
+            "split": ds.provenance.split, "n": len(ds), "elements": moments.n, "seed": seed, "how": STATISTIC})
         result.written_to_checkpoint = True
     return result
 
@@ -240,6 +242,33 @@ def _scale_from(meta: dict[str, Any], header: Any) -> tuple[float, float] | None
         entry = json.loads(raw)
         return float(entry["scale_factor"]), float(entry.get("shift_factor", 0.0))
     return None
+
+
+def _what_to_decode(tensors: dict[str, torch.Tensor], model: Any, path: Any, scaled: bool
+                    ) -> tuple[torch.Tensor, bool]:
+    """(batch, is_codes): float latents [N, *latent_shape], or for VQ families integer code maps
+    [N, h, w] (decoded by ``decode_indices``); anything else is a one-line error."""
+    shape = tuple(model.latent_shape)
+    if "latents" in tensors:
+        z = tensors["latents"]
+        z = z.unsqueeze(0) if z.dim() == len(shape) else z  # a single latent
+        if not z.is_floating_point():
+            raise UsageError(f"{path}: the latents are {z.dtype}, not floating point; decode needs float latents")
+        if tuple(z.shape[1:]) != shape:
+            raise UsageError(f"{path}: latents of shape {tuple(z.shape[1:])} do not fit this {model.family} "
+                             f"checkpoint, which decodes {shape}; encode with the same checkpoint")
+        return z, False
+    if not hasattr(model, "decode_indices"):
+        raise UsageError(f"{path} holds integer tensors, not latents; a {model.family} decodes float latents of "
+                         f"shape {shape}")
+    if scaled:
+        raise UsageError("--scaled applies to float latents, not to integer code indices")
+    idx = tensors["indices"]
+    idx = idx.unsqueeze(0) if idx.dim() == len(shape) - 1 else idx
+    if tuple(idx.shape[1:]) != shape[1:]:
+        raise UsageError(f"{path}: code maps of shape {tuple(idx.shape[1:])} do not fit this {model.family} "
+                         f"checkpoint, which decodes {shape[1:]}; encode with the same checkpoint")
+    return idx, True
 
 
 @torch.no_grad()
@@ -268,18 +297,10 @@ def decode(
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     header = precheck(checkpoint, "decode", decoder=True)
     tensors, names, meta = read_tensor_file(latents, key)
-    z = tensors["latents"]
-    if not z.is_floating_point():
-        raise UsageError(f"{latents}: the latents are {z.dtype}, not floating point; decode needs float latents")
     dev = resolve_device(device)
     ckpt = load_for(checkpoint, dev, "decode", ema=ema, decoder=True)
     model, spec = ckpt.model, ckpt.data
-    shape = tuple(model.latent_shape)
-    if z.dim() == len(shape):  # a single latent
-        z = z.unsqueeze(0)
-    if tuple(z.shape[1:]) != shape:
-        raise UsageError(f"{latents}: latents of shape {tuple(z.shape[1:])} do not fit this {model.family} "
-                         f"checkpoint, which decodes {shape}; encode with the same checkpoint")
+    z, codes = _what_to_decode(tensors, model, latents, scaled)
     # `reconstruct --save-latents` files hold decoder-side latents (after flow-vae's flows) already.
     decoder_side = str(meta.get("latent", "")).startswith("decoder-side")
     if scaled:
@@ -289,7 +310,7 @@ def decode(
                              "metadata; run `aecli encode … --scale-to-checkpoint` once")
         scale, shift = found
         z = z / scale + shift
-    z = z.float()
+    z = z if codes else z.float()
     if names and len(names) != len(z):
         names = []
     if not names:
@@ -304,8 +325,11 @@ def decode(
             zb = z[a : a + batch_size].to(dev)
             lb = labels[a : a + batch_size] if labels is not None and len(labels) == len(z) else None
             y = labels_for(model, len(zb), class_index, lb, dev)
-            zk = zb if decoder_side else model.transform_latent(zb)[0]
-            images = spec.to_unit_range(model.decode(zk, y).float()).cpu()
+            if codes:
+                images = spec.to_unit_range(model.decode_indices(zb).float()).cpu()
+            else:
+                zk = zb if decoder_side else model.transform_latent(zb)[0]
+                images = spec.to_unit_range(model.decode(zk, y).float()).cpu()
             for i, img in enumerate(images):
                 dest = inside(out_dir, out_names[a + i])
                 save_png(img, dest)

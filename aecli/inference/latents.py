@@ -200,7 +200,8 @@ def _check_version(path: str | os.PathLike[str], meta: dict[str, str]) -> None:
 def read_tensor_file(path: str | os.PathLike[str], key: str | None = None
                      ) -> tuple[dict[str, torch.Tensor], list[str], dict[str, Any]]:
     """Latents for `aecli decode`: an aecli latents file, or any safetensors / .npy file holding one
-    tensor (or ``key``) of latents. Returns (tensors with at least "latents", names, metadata)."""
+    tensor (or ``key``) of latents. Returns (tensors, names, metadata); the tensors hold "latents"
+    (float) or, for VQ families, only "indices" (integer code maps)."""
     import numpy as np
     from safetensors import SafetensorError, safe_open
 
@@ -212,7 +213,8 @@ def read_tensor_file(path: str | os.PathLike[str], key: str | None = None
             array = np.load(p, allow_pickle=False)  # never unpickle a user file
         except (ValueError, OSError) as exc:
             raise DataError(f"{p} is not a readable .npy array ({str(exc)[:120]})") from None
-        return {"latents": torch.from_numpy(np.ascontiguousarray(array))}, [], {}
+        t = torch.from_numpy(np.ascontiguousarray(array))
+        return {"latents" if t.is_floating_point() else "indices": t}, [], {}
     try:
         with safe_open(str(p), framework="pt", device="cpu") as fh:
             meta, keys = fh.metadata() or {}, list(fh.keys())
@@ -227,10 +229,15 @@ def read_tensor_file(path: str | os.PathLike[str], key: str | None = None
     if key is not None:
         if key not in tensors:
             raise UsageError(f"{p} has no tensor {key!r}; it holds {', '.join(sorted(tensors)) or 'none'}")
-        tensors["latents"] = tensors.pop(key)
-    elif "latents" not in tensors:
+        t = tensors.pop(key)
+        tensors.pop("latents" if t.is_floating_point() else "indices", None)
+        tensors["latents" if t.is_floating_point() else "indices"] = t
+    elif "latents" not in tensors and "indices" not in tensors:
         floats = [k for k, v in tensors.items() if v.is_floating_point()]
-        if len(floats) != 1:
+        ints = [k for k, v in tensors.items() if not v.is_floating_point() and k != "labels"]
+        if not floats and len(ints) == 1:  # integer codes of a VQ model
+            tensors["indices"] = tensors.pop(ints[0])
+        elif len(floats) != 1:
             raise UsageError(f"{p} holds {len(floats)} float tensors ({', '.join(sorted(floats))}); "
                              "name the one to decode with --key")
         tensors["latents"] = tensors.pop(floats[0])
