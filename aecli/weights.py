@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 LPIPS_NETS = ("alex", "vgg", "squeeze")
 # Metrics that run images through torch-fidelity's Inception (rfid: reconstructions vs inputs).
 INCEPTION_METRICS = frozenset({"fid", "rfid", "is", "kid"})
+FID_BACKENDS = ("torch-fidelity", "clean-fid")  # aecli.metrics.fidelity implements them
 
 # name -> (filename, sha256 prefix, url, what uses it). The prefixes are the torch.hub naming
 # convention (<name>-<sha256[:8]>.pth); torch.hub.download_url_to_file checks them.
@@ -112,6 +113,8 @@ def needed_files(metrics: Iterable[str], lpips_net: str = "alex", weights_dir: s
     wanted = set(metrics)
     out: list[Needed] = []
     base = _weights_dir(weights_dir)
+    if fid_backend not in FID_BACKENDS:
+        raise UsageError(f"--fid-backend must be one of {', '.join(FID_BACKENDS)}, got {fid_backend!r}")
     if "lpips" in wanted:
         check_net(lpips_net)
         name, prefix, _, purpose = WEIGHT_FILES[lpips_net]

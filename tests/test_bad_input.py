@@ -61,6 +61,13 @@ def ckpt(work: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
+def lat(work: Path) -> Path:
+    """Latents the tiny conv-vae decodes (flat, 8 dimensions), as a plain .npy."""
+    np.save(work / "lat.npy", np.zeros((2, 8), dtype=np.float32))
+    return work / "lat.npy"
+
+
+@pytest.fixture(scope="module")
 def imgs(work: Path) -> Path:
     folder = work / "imgs"
     folder.mkdir()
@@ -79,6 +86,8 @@ BASE: dict[str, list[str]] = {
               "32", "--channels", "1", "-m", "widths=4,8", "-m", "latent_dim=4", "--device", "cpu", "--workers",
               "1", "--out", "{out}"],
     "reconstruct": ["reconstruct", "{ckpt}", "--data", "{imgs}", "--out", "{out}", "--device", "cpu"],
+    "encode": ["encode", "{ckpt}", "--data", "{imgs}", "--out", "{out}.safetensors", "--device", "cpu"],
+    "decode": ["decode", "{ckpt}", "{lat}", "--out", "{out}", "--device", "cpu"],
     "sample": ["sample", "{ckpt}", "--out", "{out}.png", "--n", "4", "--device", "cpu"],
     "interpolate": ["interpolate", "{ckpt}", "--out", "{out}.png", "--steps", "3", "--device", "cpu"],
     "arithmetic": ["arithmetic", "{ckpt}", "--out", "{out}.png", "--plus", "{imgs}", "--minus", "{imgs}",
@@ -123,12 +132,13 @@ WRONG_TEXT: dict[str, list[str]] = {
     "to_image": ["/no/such.png"], "resume": ["/no/such/run"], "config": ["/no/such.toml"],
     "lpips_weights": ["/no/such.pth"], "inception_weights": ["/no/such.pth"], "expr": ["{ckpt} +* -"],
     "pred": ["/no/such/dir"], "ref": ["/no/such/dir"], "eval_file": ["/no/such.json"], "sort_by": ["bogus_figure"],
-    "max_time": ["soon", "0", "-5m", "1x"],
+    "max_time": ["soon", "0", "-5m", "1x"], "tracker": ["comet"], "fid_backend": ["pytorch-fid"],
+    "clean_fid_mode": ["legacy_pytorch"], "key": ["no_such_tensor"],
 }
 # Free-form options: any text is a valid name (an output path, a title, a cache folder). Output paths
 # that cannot be written are tested in test_reliability.py.
 FREE_TEXT = {"out", "data_root", "cache", "title", "json_out", "json_path", "csv_path", "gif", "save_vector",
-             "cache_dir", "weights_dir", "save_latents", "family"}
+             "cache_dir", "weights_dir", "save_latents", "family", "codebook_plots"}
 # Extra wrong numbers beyond "abc", "-3", "nan": sizes the model cannot take, channel counts.
 EXTRA_NUMBERS: dict[tuple[str, str], list[str]] = {
     ("train", "image_size"): ["30", "100000"], ("train", "channels"): ["2"], ("train", "num_classes"): ["100001"],
@@ -193,8 +203,9 @@ def run_dir(work: Path) -> Path:
 @pytest.mark.parametrize("command, flag, name, value", _cases(),
                          ids=[f"{c}-{f}={v}" for c, f, _, v in _cases()])
 def test_wrong_option_value_is_a_one_line_error(command: str, flag: str, name: str, value: str, ckpt: Path,
-                                                imgs: Path, run_dir: Path, tmp_path: Path) -> None:
-    fill = {"{ckpt}": str(ckpt), "{imgs}": str(imgs), "{out}": str(tmp_path / "o"), "{run}": str(run_dir)}
+                                                imgs: Path, run_dir: Path, lat: Path, tmp_path: Path) -> None:
+    fill = {"{ckpt}": str(ckpt), "{imgs}": str(imgs), "{out}": str(tmp_path / "o"), "{run}": str(run_dir),
+            "{lat}": str(lat)}
 
     def expand(text: str) -> str:
         for k, v in fill.items():

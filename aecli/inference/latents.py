@@ -209,6 +209,8 @@ def read_tensor_file(path: str | os.PathLike[str], key: str | None = None
     if not p.is_file():
         raise UsageError(f"latents file {p} does not exist; check the path")
     if p.suffix.lower() == ".npy":
+        if key is not None:
+            raise UsageError(f"{p} is a .npy file with one unnamed array; drop --key {key}")
         try:
             array = np.load(p, allow_pickle=False)  # never unpickle a user file
         except (ValueError, OSError) as exc:

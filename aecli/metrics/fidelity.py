@@ -210,7 +210,7 @@ class ReferenceCache:
 
 
 # -- backends: who turns images into features and features into numbers ---------------------------------
-FID_BACKENDS = ("torch-fidelity", "clean-fid")
+from aecli.weights import FID_BACKENDS  # noqa: E402  (one list, importable without torch)
 CLEAN_FID_MODES = ("clean", "legacy_tensorflow")
 CLEAN_FID_SIZE = 299
 
@@ -321,6 +321,8 @@ def clean_fid_version() -> str:
 
 
 def make_backend(name: str = "torch-fidelity", clean_fid_mode: str = "clean") -> Any:
+    if clean_fid_mode not in CLEAN_FID_MODES:  # refused whatever the backend: a typo is never ignored
+        raise UsageError(f"--clean-fid-mode must be one of {', '.join(CLEAN_FID_MODES)}, got {clean_fid_mode!r}")
     if name == "torch-fidelity":
         return TorchFidelityBackend()
     if name == "clean-fid":
