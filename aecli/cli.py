@@ -16,7 +16,9 @@ import aecli
 
 # Order here is the order in `aecli --help`.
 COMMANDS = ["models", "info", "train", "reconstruct", "encode", "decode", "sample", "interpolate", "arithmetic", "tsne",
-            "evaluate", "weights", "report"]
+            "evaluate", "weights", "report", "import", "export"]
+# Modules whose name differs from their command's (``import`` is a Python keyword).
+_MODULES = {"import": "import_"}
 
 app = typer.Typer(
     name="aecli",
@@ -46,11 +48,11 @@ def _root(
 
 
 for _name in COMMANDS:
-    importlib.import_module(f"aecli.commands.{_name}").register(app)
+    importlib.import_module(f"aecli.commands.{_MODULES.get(_name, _name)}").register(app)
 
 
 # Commands whose result is what they print: with standard output closed they would do nothing useful.
-PRINTS_RESULT = ("models", "info", "weights")
+PRINTS_RESULT = ("models", "info", "weights list", "weights check")
 
 
 class _StdoutGuard(io.RawIOBase):
@@ -93,7 +95,9 @@ def _point_at_devnull() -> None:
 
 
 def _command_name(argv: list[str]) -> str:
-    return next((a for a in argv if not a.startswith("-")), "")
+    """The command (and sub-command) being run: the first words that are not options."""
+    words = [a for a in argv if not a.startswith("-")][:2]
+    return " ".join(words) if words[:1] == ["weights"] else " ".join(words[:1])
 
 
 def _guard_stdout() -> None:

@@ -23,6 +23,7 @@ TINY: dict[str, dict[str, Any]] = {
     "resnet-ae": dict(_RESNET),
     "resnet-vae": dict(_RESNET),
     "resnet-attn-ae": {**_RESNET, "heads": 2},
+    "ldm-kl": {"block_out_channels": (8, 16), "layers_per_block": 1, "latent_channels": 2, "norm_num_groups": 4},
     "vq-vae": {"widths": (8, 16), "blocks_per_stage": 1, "codebook_size": 16, "code_dim": 4},
     "vqgan": {"widths": (8, 16), "blocks_per_stage": 1, "codebook_size": 16, "code_dim": 4, "ema_codebook": True,
               "dead_after": 5},

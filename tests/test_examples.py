@@ -28,7 +28,7 @@ SCRIPTS = sorted(EXAMPLES.glob("*.sh"))
 SEED000 = ["A1", "A2", "A3", "A4", "B1", "B2.1", "B2.2", "B2.3", "B2.4", "C1", "C2", "C3", "C4", "C5",
            "D1", "D2", "D3"]
 WIDTH_KEYS = ("widths", "base_channels", "hidden", "g_hidden", "d_hidden", "fc_hidden", "latent_dim",
-              "decoder_channels")
+              "decoder_channels", "block_out_channels", "norm_num_groups")
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -277,8 +277,10 @@ def test_recipe_trains_one_step(path: Path, tmp_path: Path, alexnet_file: Path, 
         assert "recon" in epoch
     if recipe.get("lpips", 0) > 0:
         assert epoch["lpips"] > 0
-    if family.endswith("vae"):
+    if family.endswith("vae") and not family.startswith("vq"):
         assert "kl" in epoch
+    if family.startswith("vq"):
+        assert epoch["vq_perplexity"] >= 1 and 0 < epoch["vq_used"] <= 1
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     for key in ("recon", "reduction", "beta", "lr", "lr_d", "weight_decay", "scheduler", "free_bits",
                 "kl_warmup_steps", "lpips", "optimizer"):

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from aecli.checkpoint import load_model
 from aecli.cli import app
-from aecli.errors import TrainingError, UsageError
+from aecli.errors import DataError, TrainingError, UsageError
 from aecli.models import list_models
 from aecli.training import TrainConfig, train
 from aecli.training.schedules import LRSchedule
@@ -117,8 +117,9 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path: Path) -> None:
         result = train(cfg)
     assert result.steps >= 2
     strict = tiny_cfg("conv-ae", tmp_path / "run2", data=str(data), batch_size=8, strict_data=True)
-    with pytest.raises(Exception, match="broken.png|empty.jpg"):
+    with pytest.raises(DataError, match=r"2 unreadable image file\(s\) in .*'broken.png', 'empty.jpg'; fix or remove"):
         train(strict)
+    assert not (tmp_path / "run2" / "last.safetensors").exists()
 
 
 def test_lpips_loss_trains_with_a_local_backbone_file(tmp_path: Path) -> None:
@@ -139,8 +140,15 @@ def test_gan_adversarial_and_bf16_paths_are_finite(tmp_path: Path) -> None:
     train(tiny_cfg("conv-ae", tmp_path / "adv", image_size=32, channels=3, adv=0.1, adv_start=1, log_every=1))
     rows = [json.loads(line) for line in (tmp_path / "adv" / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("adv_d", 0) > 0 for r in rows)
-    train(tiny_cfg("conv-vae", tmp_path / "bf16", precision="bf16"))
-    assert (tmp_path / "bf16" / "last.safetensors").exists()
+    for precision in ("bf16", "fp32"):
+        train(tiny_cfg("conv-vae", tmp_path / precision, precision=precision))
+    rows = [json.loads(line) for line in (tmp_path / "bf16" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["kind"] for r in rows].count("epoch") >= 2 and all(math.isfinite(r["loss"]) for r in rows if "loss" in r)
+    assert json.loads((tmp_path / "bf16" / "config.json").read_text())["precision"] == "bf16"
+    bf16, fp32 = (load_model(tmp_path / p / "last.safetensors").model.state_dict() for p in ("bf16", "fp32"))
+    assert all(torch.isfinite(v).all() for v in bf16.values() if v.is_floating_point())
+    # Same seed and data: only autocast to bfloat16 can make the weights differ from the fp32 run.
+    assert any(not torch.equal(bf16[k], fp32[k]) for k in fp32 if fp32[k].is_floating_point())
 
 
 def test_toml_config_and_command_line_override(tmp_path: Path) -> None:

@@ -145,6 +145,7 @@ def train(
     weights_dir: Annotated[Optional[str], typer.Option(envvar="AECLI_WEIGHTS_DIR", help="Pretrained weights folder (default $TORCH_HOME/hub/checkpoints).", rich_help_panel=PANEL_LOSS)] = None,
     adv: Annotated[float, typer.Option(help="Adversarial PatchGAN loss weight.", rich_help_panel=PANEL_LOSS)] = 0.0,
     adv_start: Annotated[int, typer.Option(help="Step at which the adversarial term starts.", rich_help_panel=PANEL_LOSS)] = 0,
+    objective: Annotated[str, typer.Option(help="default, or ldm: the LDM/taming objective (recon/exp(logvar)+logvar with a learned logvar, --beta KL, --lpips, adaptive --adv weight).", rich_help_panel=PANEL_LOSS)] = "default",
     epochs: Annotated[Optional[int], typer.Option(help="Epochs to train (default 10; with --max-steps, as many as it needs; on resume: the new total).", rich_help_panel=PANEL_TRAIN)] = None,
     max_steps: Annotated[int, typer.Option(help="Stop after exactly this many optimizer steps, resumable (0: no limit); with --epochs, whichever comes first.", rich_help_panel=PANEL_TRAIN)] = 0,
     max_time: Annotated[Optional[str], typer.Option(help="Stop at the first step after this wall time (600, 90m, 1h30m, DD:HH:MM:SS), save and exit 0; set it a little under a Slurm time limit.", rich_help_panel=PANEL_TRAIN)] = None,

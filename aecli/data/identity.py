@@ -23,6 +23,7 @@ MAX_SHAPES = 1_000_000
 TORCHVISION_NAMES = ("mnist", "fashion-mnist", "cifar10", "celeba")
 TORCHVISION_ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "cifar-10": "cifar10"}
 MAX_RECORDED_SOURCE = 4096  # characters: a path longer than PATH_MAX is not one a run trained on
+FOLDER_KINDS = ("quickdraw", "images")  # quickdraw:DIR, images:DIR choose how a folder is read
 # Folders a recorded source may not name: walking them reads the whole machine or blocks on devices.
 _FORBIDDEN_ROOTS = ("/proc", "/sys", "/dev")
 
@@ -53,6 +54,15 @@ def named_set(source: str) -> str | None:
     return key if key in TORCHVISION_NAMES else None
 
 
+def folder_kind(source: str) -> tuple[str, str] | None:
+    """(kind, folder) of ``quickdraw:DIR``/``images:DIR``; None for anything else (also for a path that
+    really is called ``images:x``)."""
+    kind, colon, rest = source.partition(":")
+    if colon and kind.lower() in FOLDER_KINDS and not os.path.exists(os.path.expanduser(source)):
+        return kind.lower(), rest
+    return None
+
+
 def source_key(source: str | Sequence[str] | None) -> str | None:
     """Identity of a ``--data`` value: ``digits``, ``shapes:2048``, ``mnist``, ``path:/real/path``.
     None for no source and for an explicit list of files (those are used whole, never split)."""
@@ -61,7 +71,9 @@ def source_key(source: str | Sequence[str] | None) -> str | None:
     named = named_set(source)
     if named is not None:
         return named
-    return "path:" + os.path.realpath(os.path.expanduser(source))
+    explicit = folder_kind(source)
+    path = explicit[1] if explicit else source
+    return "path:" + os.path.realpath(os.path.expanduser(path))
 
 
 def resolved_path(source: str) -> str:
@@ -86,8 +98,11 @@ def check_recorded_source(source: Any, checkpoint: Any) -> str:
         raise DataError(f"{checkpoint} records an implausible training data source ({len(source)} characters"
                         f"{', with control characters' if len(source) <= MAX_RECORDED_SOURCE else ''}); "
                         "pass --data SRC")
-    if named_set(source) is not None:  # also bounds shapes:N
-        return source
+    try:
+        if named_set(source) is not None:  # also bounds shapes:N
+            return source
+    except UsageError as exc:
+        raise DataError(f"{checkpoint} records {source!r} as its training data: {exc}; or pass --data SRC") from None
     real = resolved_path(source)
     if real == os.path.sep or any(real == r or real.startswith(r + os.path.sep) for r in _FORBIDDEN_ROOTS):
         raise DataError(f"{checkpoint} records {source!r} as its training data, a system folder aecli will not "

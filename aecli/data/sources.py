@@ -35,13 +35,12 @@ import torch
 
 from aecli.data.catalog import Catalog, DecodeOptions
 from aecli.data.decode import IMAGE_EXTENSIONS
-from aecli.data.identity import TORCHVISION_NAMES, check_recorded_source, same_source, shapes_count
+from aecli.data.identity import TORCHVISION_NAMES, check_recorded_source, folder_kind, same_source, shapes_count
 from aecli.data.imageset import ImageSet, concat, select_rows
 from aecli.data.spec import DataSpec
 from aecli.errors import DataError, UsageError
 
 BUILTIN_NAMES = ("digits", "shapes")
-FOLDER_KINDS = ("quickdraw", "images")  # explicit prefixes: quickdraw:DIR, images:DIR
 MAX_IMAGE_SIZE = 8192  # one 3-channel image of this size is 200 MB decoded; models stop at 1024
 DEFAULT_VAL_FRACTION = 0.1
 # What a command's --split takes; "auto" = val of the checkpoint's training data, all of other data.
@@ -79,12 +78,13 @@ def _resolve(source: str | Sequence[str], data_root: str | None, download: bool)
     if key in torchvision_sets.NAMES:
         train, val = torchvision_sets.torchvision_catalogs(key, data_root, download)
         return _Resolved(train, val)
-    kind, colon, rest = source.partition(":")
-    if colon and kind.lower() in FOLDER_KINDS and not Path(os.path.expanduser(source)).exists():
+    explicit = folder_kind(source)
+    if explicit is not None:
+        kind, rest = explicit
         folder = Path(os.path.expanduser(rest))
         if not folder.is_dir():
             raise DataError(f"{source}: {rest} is not a folder; give {kind}:DIR with an existing folder")
-        if kind.lower() == "quickdraw":
+        if kind == "quickdraw":
             return _Resolved(quickdraw.quickdraw_catalog(folder))
         return _Resolved(folders.folder_catalog(folder))
     path = Path(os.path.expanduser(source))

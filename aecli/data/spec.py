@@ -37,8 +37,12 @@ class DataSpec:
     def training_key(self) -> str | None:
         """aecli.data.identity.source_key of the training data."""
         from aecli.data.identity import source_key
+        from aecli.errors import UsageError
 
-        return "path:" + self.source_path if self.source_path else source_key(self.source)
+        try:
+            return "path:" + self.source_path if self.source_path else source_key(self.source)
+        except UsageError:  # a recorded source no command would open (shapes:0) is no data's identity
+            return None
 
     def is_training_source(self, source: Any) -> bool:
         """Whether ``source`` names the training data, however it is spelled (see aecli.data.identity)."""

@@ -232,7 +232,8 @@ def encode(
 
 
 def _scale_from(meta: dict[str, Any], header: Any) -> tuple[float, float] | None:
-    """(scale, shift) from the latents file, else from the checkpoint's metadata."""
+    """(scale, shift) from the latents file, else the checkpoint's ``latent_scale`` metadata, else the
+    family's own convention in its config (ldm-kl's ``scaling_factor``/``shift_factor``, e.g. SD's 0.18215)."""
     if meta.get("scale_factor"):
         return float(meta["scale_factor"]), float(meta.get("shift_factor") or 0.0)
     from aecli.checkpoint.format import LATENT_SCALE_KEY
@@ -241,6 +242,8 @@ def _scale_from(meta: dict[str, Any], header: Any) -> tuple[float, float] | None
     if raw:
         entry = json.loads(raw)
         return float(entry["scale_factor"]), float(entry.get("shift_factor", 0.0))
+    if "scaling_factor" in header.config:
+        return float(header.config["scaling_factor"]), float(header.config.get("shift_factor") or 0.0)
     return None
 
 

@@ -86,8 +86,10 @@ def _endpoints(model: Any, spec: Any, path: Any, dev: torch.device, *, from_imag
         full = open_for(spec, data, checkpoint=path, split=split, limit=max(from_index, to_index) + 1,
                         data_root=data_root)
         if max(from_index, to_index) >= len(full):
-            raise UsageError(f"index {max(from_index, to_index)} is out of range: the {full.provenance.split} split of "
-                             f"{full.provenance.source} has {full.provenance.split_size} images")
+            p = full.provenance
+            where = p.source if p.split == "files" else f"the {p.split} split of {p.source}"
+            raise UsageError(f"index {max(from_index, to_index)} is out of range: {where} has {p.split_size} "
+                             f"image{'' if p.split_size == 1 else 's'}")
         pair = full.subset([from_index, to_index])
         pair.provenance = full.provenance
         mode = "indices"

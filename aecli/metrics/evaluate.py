@@ -485,7 +485,8 @@ class Evaluator:
             path = Path(self.cfg.codebook_plots) / f"{_plot_stem(row.name)}_codebook.png"
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                plot_usage(stats.counts, path, f"{row.name}: code usage on {row.n} images")
+                short = "/".join(Path(row.name).parts[-2:])
+                plot_usage(stats.counts, path, f"{row.family} {short}: code usage over {row.n} images")
             except OSError as exc:
                 raise UsageError(f"cannot write the codebook histogram to {path}: {exc.strerror}; "
                                  "choose a writable --codebook-plots folder") from None

@@ -26,7 +26,7 @@ from aecli.models.distributions import DiagonalGaussian, PointLatent
 
 ACTIVATIONS = ("mish", "silu", "relu", "leakyrelu")
 NORMS = ("batch", "group", "none")
-OUTPUTS = ("tanh", "sigmoid")
+OUTPUTS = ("tanh", "sigmoid", "none")  # none: unbounded (LDM/diffusers decoders), data in [-1, 1]
 
 
 @dataclass
@@ -34,7 +34,7 @@ class BaseConfig:
     image_size: int = 32
     channels: int = 3
     num_classes: int = 0  # > 0: conditional decoder (class embedding added to the latent)
-    output_activation: str = "tanh"  # tanh → data in [-1, 1]; sigmoid → data in [0, 1]
+    output_activation: str = "tanh"  # tanh/none → data in [-1, 1]; sigmoid → data in [0, 1]
 
     # Sizes are checked against this; families override ``size_multiple``/``min_size``.
     MAX_IMAGE_SIZE: ClassVar[int] = 1024
@@ -119,6 +119,8 @@ def make_norm(name: str, channels: int, groups: int = 32) -> nn.Module:
 
 
 def make_output(name: str) -> nn.Module:
+    if name == "none":
+        return nn.Identity()
     return nn.Tanh() if name == "tanh" else nn.Sigmoid()
 
 
@@ -161,7 +163,7 @@ class Autoencoder(nn.Module):
 
     @property
     def value_range(self) -> tuple[float, float]:
-        return (-1.0, 1.0) if self.config.output_activation == "tanh" else (0.0, 1.0)
+        return (0.0, 1.0) if self.config.output_activation == "sigmoid" else (-1.0, 1.0)
 
     @property
     def is_conditional(self) -> bool:

@@ -19,6 +19,7 @@ Every statistic is in float32 whatever the autocast dtype: argmin over fp16 dist
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -75,8 +76,12 @@ class VectorQuantizer(nn.Module):
 
     def nearest(self, flat: torch.Tensor) -> torch.Tensor:
         """Index of the nearest code for each row of ``flat`` (N, code_dim), float32 distances."""
-        e = self.codebook.float()
-        d = flat.pow(2).sum(1, keepdim=True) - 2.0 * flat @ e.t() + e.pow(2).sum(1)
+        # autocast would run the matmul in bf16/fp16 even on float32 inputs
+        off = torch.autocast(flat.device.type, enabled=False) if flat.device.type in ("cpu", "cuda") \
+            else nullcontext()
+        with off:
+            e = self.codebook.float()
+            d = flat.float().pow(2).sum(1, keepdim=True) - 2.0 * flat.float() @ e.t() + e.pow(2).sum(1)
         return d.argmin(1)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
@@ -99,7 +104,8 @@ class VectorQuantizer(nn.Module):
         # straight-through: value e, gradient of z. Without a graph, e itself: z + (e - z) is e only up
         # to rounding, and inference should hand out the codebook's vectors exactly.
         quantized = flat + (e - flat).detach() if flat.requires_grad else e
-        counts = torch.bincount(idx, minlength=self.codebook_size).float()
+        # index_add_, not bincount: it also runs on the meta device (parameter counts, shape checks)
+        counts = flat.new_zeros(self.codebook_size).index_add_(0, idx, flat.new_ones(len(idx)))
         if update:
             counts = self._update(flat.detach(), idx, counts)
         return QuantizerOutput(

@@ -73,8 +73,10 @@ def _evaluations(run: Path, extra: list[Path]) -> dict[str, Any]:
             data = None
         rows = data.get("rows") if isinstance(data, dict) else None
         if not isinstance(rows, list):
-            warnings.warn(f"{path} is not readable JSON from `aecli evaluate --json` (an object with \"rows\"); "
-                          "its figures are left out", stacklevel=2)
+            problem = f"{path} is not readable JSON from `aecli evaluate --json` (an object with \"rows\")"
+            if path in extra:  # named on the command line: the user's mistake to fix, not to skip
+                raise UsageError(f"--eval {problem}; give a file written by `aecli evaluate --json`")
+            warnings.warn(f"{problem}; its figures are left out", stacklevel=2)
             continue
         for row in rows:
             if not isinstance(row, dict) or not isinstance(row.get("name"), str) \

@@ -17,6 +17,7 @@ from aecli.errors import UsageError
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULERS = ("none", "step", "cosine", "plateau")
 PRECISIONS = ("fp32", "bf16", "fp16")
+OBJECTIVES = ("default", "ldm")
 
 
 @dataclass
@@ -47,6 +48,7 @@ class TrainConfig:
     weights_dir: str | None = None  # where pretrained files live (default $TORCH_HOME/hub/checkpoints)
     adv: float = 0.0
     adv_start: int = 0
+    objective: str = "default"  # default | ldm (taming/LDM LPIPSWithDiscriminator, aecli.losses.ldm)
     # optimisation
     epochs: int | None = None  # None: 10, or as many as --max-steps needs when that is given
     max_steps: int = 0  # stop after this many optimizer steps (0: no limit); resumable
@@ -101,6 +103,7 @@ class TrainConfig:
         need(self.lr_d is None or self.lr_d > 0, f"--lr-d must be positive, got {self.lr_d}")
         need(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
         need(self.scheduler in SCHEDULERS, f"--scheduler must be one of {', '.join(SCHEDULERS)}")
+        need(self.objective in OBJECTIVES, f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         need(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}")
         need(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
              f"--betas must be two numbers in [0, 1), e.g. 0.5,0.999; got {self.betas}")

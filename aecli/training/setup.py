@@ -77,7 +77,7 @@ def prepare(cfg: Any, progress: bool) -> Prepared:
     from aecli.models import make_config
 
     config = make_config(cfg.family, **kwargs)
-    value_range = (-1.0, 1.0) if config.output_activation == "tanh" else (0.0, 1.0)
+    value_range = (0.0, 1.0) if config.output_activation == "sigmoid" else (-1.0, 1.0)
     spec = DataSpec(image_size=size, channels=channels, value_range=value_range,
                     class_names=list(train.class_names), source=cfg.data, source_path=resolved_path(cfg.data),
                     val_count=cfg.val_count,

@@ -179,8 +179,17 @@ class Trainer:
                               kl_warmup_steps=cfg.kl_warmup_steps, kl_cycles=cfg.kl_cycles,
                               kl_cycle_ratio=cfg.kl_cycle_ratio, free_bits=cfg.free_bits, lpips=cfg.lpips,
                               adv=cfg.adv, adv_start=cfg.adv_start)
-        self.objective = AutoencoderObjective(loss_cfg, self.spec.value_range, self.total_steps,
-                                              lpips_model=lpips_model, discriminator=self.discriminator)
+        if cfg.objective == "ldm":
+            from aecli.losses.ldm import LDMObjective
+
+            self.objective = LDMObjective(loss_cfg, self.spec.value_range, self.total_steps,
+                                          last_layer=getattr(self.model, "last_layer", None),
+                                          lpips_model=lpips_model, discriminator=self.discriminator)
+        else:
+            self.objective = AutoencoderObjective(loss_cfg, self.spec.value_range, self.total_steps,
+                                                  lpips_model=lpips_model, discriminator=self.discriminator)
+        # A loss with learned parameters (the LDM log-variance) trains and resumes with the model.
+        self.loss_params: torch.nn.Module | None = getattr(self.objective, "trainable", None)
 
         self.optimizers = self._optimizers()
         self.schedule = LRSchedule(cfg.scheduler, cfg.lr, self.total_steps, self.steps_per_epoch,
@@ -234,7 +243,10 @@ class Trainer:
             lr_d = self.cfg.lr_d if self.cfg.lr_d is not None else 4 * self.cfg.lr  # seed 003: 4e-4 vs 1e-4
             return {"g": self._make_optimizer(self.model.generator.parameters(), self.cfg.lr),
                     "d": self._make_optimizer(self.model.discriminator.parameters(), lr_d)}
-        opts = {"model": self._make_optimizer(self.model.parameters(), self.cfg.lr)}
+        params = list(self.model.parameters())
+        if self.loss_params is not None:
+            params += list(self.loss_params.parameters())
+        opts = {"model": self._make_optimizer(params, self.cfg.lr)}
         if self.discriminator is not None:
             opts["d"] = self._make_optimizer(self.discriminator.parameters(), self.cfg.lr_d or self.cfg.lr)
         return opts
@@ -243,6 +255,8 @@ class Trainer:
         modules: dict[str, torch.nn.Module] = {"model": self.model}
         if self.discriminator is not None:
             modules["disc"] = self.discriminator
+        if self.loss_params is not None:
+            modules["loss"] = self.loss_params
         return modules
 
     def _init_ema(self) -> dict[str, torch.Tensor]:
@@ -462,7 +476,7 @@ class Trainer:
                 "device": str(self.device), "world_size": self.dist.world_size, "precision": self.cfg.precision,
                 "elapsed_s": round(time.time() - started, 1),
                 "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-                "loss": {k: getattr(self.cfg, k) for k in ("recon", "reduction", "beta", "lpips", "free_bits")}}
+                "loss": {k: getattr(self.cfg, k) for k in ("recon", "reduction", "beta", "lpips", "free_bits", "objective")}}
 
     def _save(self, summary: dict[str, Any], best: bool, periodic: bool = False) -> None:
         """Rank 0 writes the checkpoints and the state; every file is replaced atomically.

@@ -24,4 +24,11 @@ aecli interpolate "$WORK/vae/best.safetensors" --data digits --from-index 0 --to
   --method slerp --out "$OUT/interpolate_slerp.png"
 aecli tsne "$WORK/vae/best.safetensors" --data digits --split all --out "$OUT/tsne_vae.png"
 rm -f "$OUT/tsne_vae.csv"
+
+# Vector quantisation: the codebook usage histogram of a VQ-VAE with EMA codebook and dead-code restart.
+aecli train vq-vae --data digits --epochs 3 -m widths=32,64 -m codebook_size=64 -m code_dim=8 \
+  -m ema_codebook=true -m dead_after=50 --out "$WORK/vq" --log-every 1000
+aecli evaluate "$WORK/vq/best.safetensors" --data digits --split all --metrics psnr,codebook \
+  --codebook-plots "$WORK/vq"
+cp "$WORK/vq/vq_best_codebook.png" "$OUT/codebook_vq_vae.png"
 ls -la "$OUT"

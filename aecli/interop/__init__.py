@@ -1,0 +1,1 @@
+"""Interoperability with other tools' model formats (diffusers, LDM/Stable Diffusion)."""
