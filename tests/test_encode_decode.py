@@ -217,3 +217,23 @@ def test_bad_inputs_are_one_line_errors(tmp_path: Path, data: Path) -> None:
     np.save(tmp_path / "right.npy", np.zeros((2, 8), dtype=np.float32))
     with pytest.raises(UsageError, match="scale factor"):
         decode(ckpt, tmp_path / "right.npy", tmp_path / "o", scaled=True, progress=False)
+
+
+def test_scaled_falls_back_to_the_families_own_convention(tmp_path: Path, data: Path) -> None:
+    """An ldm-kl checkpoint (e.g. an imported SD VAE) carries scaling_factor/shift_factor in its config:
+    without a factor in the file or the metadata, --scaled uses them; encode/decode keep its spatial shape."""
+    torch.manual_seed(7)
+    model = tiny_model("ldm-kl", SIZE, 3, scaling_factor=0.5, shift_factor=0.25)
+    ckpt = _save(tmp_path / "kl.safetensors", model)
+    res = encode(ckpt, str(data), tmp_path / "lat.safetensors", n=4, progress=False)
+    assert res.latent_shape == tuple(model.latent_shape) and len(res.latent_shape) == 3
+    g = torch.randn(3, *model.latent_shape, generator=torch.Generator().manual_seed(0))
+    np.save(tmp_path / "gen.npy", g.numpy())
+    np.save(tmp_path / "raw.npy", (g / 0.5 + 0.25).numpy())
+    decode(ckpt, tmp_path / "gen.npy", tmp_path / "a", scaled=True, progress=False)
+    decode(ckpt, tmp_path / "raw.npy", tmp_path / "b", progress=False)
+    a, b = _pngs(tmp_path / "a"), _pngs(tmp_path / "b")
+    assert len(a) == 3 and all(np.abs(a[k].astype(int) - b[k].astype(int)).max() <= 1 for k in a)
+    decode(ckpt, tmp_path / "gen.npy", tmp_path / "c", progress=False)  # unscaled: other images
+    c = _pngs(tmp_path / "c")
+    assert any(np.abs(a[k].astype(int) - c[k].astype(int)).max() > 1 for k in a)
