@@ -61,6 +61,22 @@ def ckpt(work: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
+def kl(work: Path) -> Path:
+    """A tiny ldm-kl checkpoint (export's input)."""
+    torch.manual_seed(0)
+    model = tiny_model("ldm-kl", 32, 3)
+    return save_model(work / "kl.safetensors", model, DataSpec(32, 3, model.value_range, [], "test"))
+
+
+@pytest.fixture(scope="module")
+def hf(work: Path, kl: Path) -> Path:
+    """The same as a diffusers AutoencoderKL folder (import's input)."""
+    from aecli.interop.ldm_kl import export_diffusers
+
+    return export_diffusers(kl, work / "kl-diffusers")
+
+
+@pytest.fixture(scope="module")
 def lat(work: Path) -> Path:
     """Latents the tiny conv-vae decodes (flat, 8 dimensions), as a plain .npy."""
     np.save(work / "lat.npy", np.zeros((2, 8), dtype=np.float32))
@@ -88,6 +104,8 @@ BASE: dict[str, list[str]] = {
     "reconstruct": ["reconstruct", "{ckpt}", "--data", "{imgs}", "--out", "{out}", "--device", "cpu"],
     "encode": ["encode", "{ckpt}", "--data", "{imgs}", "--out", "{out}.safetensors", "--device", "cpu"],
     "decode": ["decode", "{ckpt}", "{lat}", "--out", "{out}", "--device", "cpu"],
+    "export": ["export", "{kl}", "--diffusers", "{out}"],
+    "import": ["import", "{hf}", "--out", "{out}.safetensors"],
     "sample": ["sample", "{ckpt}", "--out", "{out}.png", "--n", "4", "--device", "cpu"],
     "interpolate": ["interpolate", "{ckpt}", "--out", "{out}.png", "--steps", "3", "--device", "cpu"],
     "arithmetic": ["arithmetic", "{ckpt}", "--out", "{out}.png", "--plus", "{imgs}", "--minus", "{imgs}",
@@ -133,12 +151,12 @@ WRONG_TEXT: dict[str, list[str]] = {
     "lpips_weights": ["/no/such.pth"], "inception_weights": ["/no/such.pth"], "expr": ["{ckpt} +* -"],
     "pred": ["/no/such/dir"], "ref": ["/no/such/dir"], "eval_file": ["/no/such.json"], "sort_by": ["bogus_figure"],
     "max_time": ["soon", "0", "-5m", "1x"], "tracker": ["comet"], "fid_backend": ["pytorch-fid"],
-    "clean_fid_mode": ["legacy_pytorch"], "key": ["no_such_tensor"],
+    "clean_fid_mode": ["legacy_pytorch"], "key": ["no_such_tensor"], "objective": ["bogus"],
 }
 # Free-form options: any text is a valid name (an output path, a title, a cache folder). Output paths
 # that cannot be written are tested in test_reliability.py.
 FREE_TEXT = {"out", "data_root", "cache", "title", "json_out", "json_path", "csv_path", "gif", "save_vector",
-             "cache_dir", "weights_dir", "save_latents", "family", "codebook_plots"}
+             "cache_dir", "weights_dir", "save_latents", "family", "codebook_plots", "diffusers"}
 # Extra wrong numbers beyond "abc", "-3", "nan": sizes the model cannot take, channel counts.
 EXTRA_NUMBERS: dict[tuple[str, str], list[str]] = {
     ("train", "image_size"): ["30", "100000"], ("train", "channels"): ["2"], ("train", "num_classes"): ["100001"],
@@ -203,9 +221,10 @@ def run_dir(work: Path) -> Path:
 @pytest.mark.parametrize("command, flag, name, value", _cases(),
                          ids=[f"{c}-{f}={v}" for c, f, _, v in _cases()])
 def test_wrong_option_value_is_a_one_line_error(command: str, flag: str, name: str, value: str, ckpt: Path,
-                                                imgs: Path, run_dir: Path, lat: Path, tmp_path: Path) -> None:
+                                                imgs: Path, run_dir: Path, lat: Path, kl: Path, hf: Path,
+                                                tmp_path: Path) -> None:
     fill = {"{ckpt}": str(ckpt), "{imgs}": str(imgs), "{out}": str(tmp_path / "o"), "{run}": str(run_dir),
-            "{lat}": str(lat)}
+            "{lat}": str(lat), "{kl}": str(kl), "{hf}": str(hf)}
 
     def expand(text: str) -> str:
         for k, v in fill.items():
