@@ -15,8 +15,8 @@ import typer
 import aecli
 
 # Order here is the order in `aecli --help`.
-COMMANDS = ["models", "info", "train", "reconstruct", "sample", "interpolate", "arithmetic", "tsne", "evaluate", "weights", "report",
-            "import", "export"]
+COMMANDS = ["models", "info", "train", "reconstruct", "encode", "decode", "sample", "interpolate", "arithmetic", "tsne",
+            "evaluate", "weights", "report", "import", "export"]
 # Modules whose name differs from their command's (``import`` is a Python keyword).
 _MODULES = {"import": "import_"}
 
@@ -25,7 +25,7 @@ app = typer.Typer(
     help="Train, use and evaluate image autoencoders. Exit codes: 0 ok, 1 runtime failure, "
     "2 usage error or bad input, 75 interrupted with resume state saved.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion; values in aecli/completion.py
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 LPIPS_NETS = ("alex", "vgg", "squeeze")
 # Metrics that run images through torch-fidelity's Inception (rfid: reconstructions vs inputs).
 INCEPTION_METRICS = frozenset({"fid", "rfid", "is", "kid"})
+FID_BACKENDS = ("torch-fidelity", "clean-fid")  # aecli.metrics.fidelity implements them
 
 # name -> (filename, sha256 prefix, url, what uses it). The prefixes are the torch.hub naming
 # convention (<name>-<sha256[:8]>.pth); torch.hub.download_url_to_file checks them.
@@ -41,6 +42,11 @@ WEIGHT_FILES: dict[str, tuple[str, str, str, str]] = {
                   "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
                   "weights-inception-2015-12-05-6726825d.pth",
                   "FID / IS / KID / rFID (torch-fidelity Inception-v3)"),
+    # clean-fid's TorchScript Inception (NVIDIA's file); no hash is published, so it is checked by loading.
+    "inception-clean-fid": ("inception-2015-12-05.pt", "",
+                            "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/"
+                            "inception-2015-12-05.pt",
+                            "FID / KID / rFID with --fid-backend clean-fid (TorchScript Inception-v3)"),
 }
 # torchvision constructor per LPIPS backbone, used to check a state dict's keys and shapes.
 _TV_ARCH = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}
@@ -94,18 +100,21 @@ class Needed:
     """One file a set of metrics needs."""
 
     key: str  # WEIGHT_FILES key, or "lpips-linear" / "custom"
-    kind: str  # "backbone", "linear" or "inception": how to strictly load it
+    kind: str  # "backbone", "linear", "inception" or "inception-clean-fid": how to strictly load it
     path: Path
     purpose: str
     sha256_prefix: str = ""  # empty: no published hash (custom files, LPIPS linear layers)
 
 
 def needed_files(metrics: Iterable[str], lpips_net: str = "alex", weights_dir: str | None = None,
-                 inception_weights: str | None = None, lpips_weights: str | None = None) -> list[Needed]:
+                 inception_weights: str | None = None, lpips_weights: str | None = None,
+                 fid_backend: str = "torch-fidelity") -> list[Needed]:
     """The files ``metrics`` will read, in a stable order. A given file replaces the default one."""
     wanted = set(metrics)
     out: list[Needed] = []
     base = _weights_dir(weights_dir)
+    if fid_backend not in FID_BACKENDS:
+        raise UsageError(f"--fid-backend must be one of {', '.join(FID_BACKENDS)}, got {fid_backend!r}")
     if "lpips" in wanted:
         check_net(lpips_net)
         name, prefix, _, purpose = WEIGHT_FILES[lpips_net]
@@ -115,17 +124,20 @@ def needed_files(metrics: Iterable[str], lpips_net: str = "alex", weights_dir: s
             out.append(Needed(lpips_net, "backbone", base / name, purpose, prefix))
         out.append(Needed("lpips-linear", "linear", lpips_linear_path(lpips_net), "LPIPS linear layers (lpips package)"))
     if wanted & INCEPTION_METRICS:
-        name, prefix, _, purpose = WEIGHT_FILES["inception"]
+        key = "inception-clean-fid" if fid_backend == "clean-fid" else "inception"
+        name, prefix, _, purpose = WEIGHT_FILES[key]
         if inception_weights:
-            out.append(Needed("custom", "inception", Path(inception_weights), f"--inception-weights ({purpose})"))
+            out.append(Needed("custom", key, Path(inception_weights), f"--inception-weights ({purpose})"))
         else:
-            out.append(Needed("inception", "inception", base / name, purpose, prefix))
+            out.append(Needed(key, key, base / name, purpose, prefix))
     return out
 
 
-def remedy(metrics: Iterable[str], lpips_net: str, override: str | None) -> str:
+def remedy(metrics: Iterable[str], lpips_net: str, override: str | None, fid_backend: str = "torch-fidelity") -> str:
     wanted = sorted(set(metrics) & ({"lpips"} | INCEPTION_METRICS))
     cmd = f"aecli weights download --metrics {','.join(wanted) or 'lpips,fid'}"
+    if fid_backend != "torch-fidelity" and set(wanted) & INCEPTION_METRICS:
+        cmd += f" --fid-backend {fid_backend}"
     if "lpips" in wanted and lpips_net != "alex":
         cmd += f" --lpips-net {lpips_net}"
     if override:
@@ -135,7 +147,8 @@ def remedy(metrics: Iterable[str], lpips_net: str, override: str | None) -> str:
 
 
 def require_weights(metrics: Iterable[str], lpips_net: str = "alex", weights_dir: str | None = None,
-                    inception_weights: str | None = None, lpips_weights: str | None = None) -> None:
+                    inception_weights: str | None = None, lpips_weights: str | None = None,
+                    fid_backend: str = "torch-fidelity") -> None:
     """Fail fast, before any data or model is loaded, when a file ``metrics`` need is not on disk.
 
     Only existence and readability are checked (hashing a 500 MB VGG would cost seconds); the files
@@ -143,13 +156,13 @@ def require_weights(metrics: Iterable[str], lpips_net: str = "alex", weights_dir
     """
     metrics = list(metrics)
     problems = []
-    for need in needed_files(metrics, lpips_net, weights_dir, inception_weights, lpips_weights):
+    for need in needed_files(metrics, lpips_net, weights_dir, inception_weights, lpips_weights, fid_backend):
         problem = _file_problem(need.path)
         if problem:
             problems.append(f"{need.path} ({need.purpose}) {problem}")
     if problems:
         raise WeightsMissingError(f"pretrained weights missing: {'; '.join(problems)}. Fix: "
-                                  + remedy(metrics, lpips_net, weights_dir))
+                                  + remedy(metrics, lpips_net, weights_dir, fid_backend))
 
 
 def split_available(metrics: Iterable[str], lpips_net: str = "alex", weights_dir: str | None = None,
@@ -193,10 +206,11 @@ class FileStatus:
 
 
 def check_files(metrics: Iterable[str], lpips_net: str = "alex", weights_dir: str | None = None,
-                inception_weights: str | None = None, lpips_weights: str | None = None) -> list[FileStatus]:
+                inception_weights: str | None = None, lpips_weights: str | None = None,
+                fid_backend: str = "torch-fidelity") -> list[FileStatus]:
     """Per file: present, readable, and its hash (or, without a published hash, a strict load) OK."""
     out = []
-    for need in needed_files(metrics, lpips_net, weights_dir, inception_weights, lpips_weights):
+    for need in needed_files(metrics, lpips_net, weights_dir, inception_weights, lpips_weights, fid_backend):
         problem = _file_problem(need.path)
         if problem:
             out.append(FileStatus(need, False, problem))
@@ -222,12 +236,16 @@ def _strict_check(need: Needed, lpips_net: str) -> None:
         from aecli.metrics.fidelity import load_inception
 
         load_inception(need.path, "cpu")
+    elif need.kind == "inception-clean-fid":
+        from aecli.metrics.fidelity import load_clean_fid_inception
+
+        load_clean_fid_inception(need.path, "cpu", resize_inside=True)
     else:
         backbone_features(lpips_net, need.path)
 
 
 def download(metrics: Iterable[str], lpips_net: str = "alex", weights_dir: str | None = None,
-             timeout_s: float = 120.0) -> list[Path]:
+             timeout_s: float = 120.0, fid_backend: str = "torch-fidelity") -> list[Path]:
     """Fetch missing files with their hash checked (torch.hub); returns the paths now present.
 
     For a login node: a socket timeout makes a dead network fail instead of hanging forever.
@@ -237,7 +255,7 @@ def download(metrics: Iterable[str], lpips_net: str = "alex", weights_dir: str |
     import torch.hub
 
     paths = []
-    for need in needed_files(metrics, lpips_net, weights_dir):
+    for need in needed_files(metrics, lpips_net, weights_dir, fid_backend=fid_backend):
         if need.key not in WEIGHT_FILES:
             continue  # LPIPS linear layers ship with the lpips package
         if not need.path.exists() or not sha256_file(need.path).startswith(need.sha256_prefix):
@@ -247,7 +265,7 @@ def download(metrics: Iterable[str], lpips_net: str = "alex", weights_dir: str |
             socket.setdefaulttimeout(timeout_s)
             try:
                 # Downloads to a temp file and renames only after the hash matched.
-                torch.hub.download_url_to_file(url, str(need.path), hash_prefix=need.sha256_prefix,
+                torch.hub.download_url_to_file(url, str(need.path), hash_prefix=need.sha256_prefix or None,
                                                progress=sys.stderr.isatty())
             except RuntimeError as exc:  # hash mismatch
                 raise WeightsMissingError(f"{url}: {exc}; the download was corrupted, try again") from None
@@ -370,3 +388,4 @@ def save_random_inception(path: str | os.PathLike[str], seed: int = 0) -> Path:
             torch.nn.init.kaiming_normal_(module.weight)
     torch.save(model.state_dict(), path)
     return Path(path)
+

@@ -61,14 +61,26 @@ def ckpt(work: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def ldm(work: Path) -> tuple[Path, Path]:
-    """A tiny ldm-kl checkpoint (for `export`) and its diffusers folder (for `import`)."""
+def kl(work: Path) -> Path:
+    """A tiny ldm-kl checkpoint (export's input)."""
     torch.manual_seed(0)
-    model = tiny_model("ldm-kl", 16, 3)
-    path = save_model(work / "ldm.safetensors", model, DataSpec(16, 3, model.value_range, [], "test"))
-    code, out = cli("export", path, "--diffusers", work / "ldm_diffusers")
-    assert code == 0, out
-    return path, work / "ldm_diffusers"
+    model = tiny_model("ldm-kl", 32, 3)
+    return save_model(work / "kl.safetensors", model, DataSpec(32, 3, model.value_range, [], "test"))
+
+
+@pytest.fixture(scope="module")
+def hf(work: Path, kl: Path) -> Path:
+    """The same as a diffusers AutoencoderKL folder (import's input)."""
+    from aecli.interop.ldm_kl import export_diffusers
+
+    return export_diffusers(kl, work / "kl-diffusers")
+
+
+@pytest.fixture(scope="module")
+def lat(work: Path) -> Path:
+    """Latents the tiny conv-vae decodes (flat, 8 dimensions), as a plain .npy."""
+    np.save(work / "lat.npy", np.zeros((2, 8), dtype=np.float32))
+    return work / "lat.npy"
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +102,10 @@ BASE: dict[str, list[str]] = {
               "32", "--channels", "1", "-m", "widths=4,8", "-m", "latent_dim=4", "--device", "cpu", "--workers",
               "1", "--out", "{out}"],
     "reconstruct": ["reconstruct", "{ckpt}", "--data", "{imgs}", "--out", "{out}", "--device", "cpu"],
+    "encode": ["encode", "{ckpt}", "--data", "{imgs}", "--out", "{out}.safetensors", "--device", "cpu"],
+    "decode": ["decode", "{ckpt}", "{lat}", "--out", "{out}", "--device", "cpu"],
+    "export": ["export", "{kl}", "--diffusers", "{out}"],
+    "import": ["import", "{hf}", "--out", "{out}.safetensors"],
     "sample": ["sample", "{ckpt}", "--out", "{out}.png", "--n", "4", "--device", "cpu"],
     "interpolate": ["interpolate", "{ckpt}", "--out", "{out}.png", "--steps", "3", "--device", "cpu"],
     "arithmetic": ["arithmetic", "{ckpt}", "--out", "{out}.png", "--plus", "{imgs}", "--minus", "{imgs}",
@@ -101,8 +117,6 @@ BASE: dict[str, list[str]] = {
     "report": ["report", "{run}", "--out", "{out}.md"],
     "weights check": ["weights", "check", "--metrics", "lpips"],
     "weights download": ["weights", "download", "--metrics", "lpips"],
-    "import": ["import", "{ldm_diffusers}", "--out", "{out}.safetensors"],
-    "export": ["export", "{ldm}", "--diffusers", "{out}"],
 }
 # Options that only matter together with another one get that one too.
 CONTEXT: dict[tuple[str, str], list[str]] = {
@@ -136,7 +150,9 @@ WRONG_TEXT: dict[str, list[str]] = {
     "to_image": ["/no/such.png"], "resume": ["/no/such/run"], "config": ["/no/such.toml"],
     "lpips_weights": ["/no/such.pth"], "inception_weights": ["/no/such.pth"], "expr": ["{ckpt} +* -"],
     "pred": ["/no/such/dir"], "ref": ["/no/such/dir"], "eval_file": ["/no/such.json"], "sort_by": ["bogus_figure"],
-    "max_time": ["soon", "0", "-5m", "1x"], "objective": ["bogus"], "baseline": ["bogus", "pca:0"],
+    "max_time": ["soon", "0", "-5m", "1x"], "tracker": ["comet"], "fid_backend": ["pytorch-fid"],
+    "clean_fid_mode": ["legacy_pytorch"], "key": ["no_such_tensor"], "objective": ["bogus"],
+    "baseline": ["bogus", "pca:0"],
 }
 # Free-form options: any text is a valid name (an output path, a title, a cache folder). Output paths
 # that cannot be written are tested in test_reliability.py.
@@ -206,10 +222,10 @@ def run_dir(work: Path) -> Path:
 @pytest.mark.parametrize("command, flag, name, value", _cases(),
                          ids=[f"{c}-{f}={v}" for c, f, _, v in _cases()])
 def test_wrong_option_value_is_a_one_line_error(command: str, flag: str, name: str, value: str, ckpt: Path,
-                                                imgs: Path, run_dir: Path, ldm: tuple[Path, Path],
+                                                imgs: Path, run_dir: Path, lat: Path, kl: Path, hf: Path,
                                                 tmp_path: Path) -> None:
     fill = {"{ckpt}": str(ckpt), "{imgs}": str(imgs), "{out}": str(tmp_path / "o"), "{run}": str(run_dir),
-            "{ldm_diffusers}": str(ldm[1]), "{ldm}": str(ldm[0])}
+            "{lat}": str(lat), "{kl}": str(kl), "{hf}": str(hf)}
 
     def expand(text: str) -> str:
         for k, v in fill.items():

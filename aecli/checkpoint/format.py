@@ -30,6 +30,7 @@ FORMAT_NAME = "aecli-checkpoint"
 FORMAT_VERSION = 1
 MODEL_PREFIX = "model."
 EMA_PREFIX = "ema."
+LATENT_SCALE_KEY = "latent_scale"  # optional: `aecli encode --scale-to-checkpoint`'s LDM scale factor
 MAX_HEADER_BYTES = 16 * 1024 * 1024  # real headers are a few hundred KB at most
 MAX_JSON_DEPTH = 32
 # Every dtype safetensors writes, so a foreign file is reported as "not aecli", not as corrupt.
@@ -375,4 +376,22 @@ def save_model(path: str | os.PathLike[str], model: Autoencoder, data: DataSpec,
         save_file(tensors, str(tmp), metadata=metadata)
     return Path(path)
 
+
+def set_metadata(path: str | os.PathLike[str], key: str, value: Any) -> Path:
+    """Add or replace one optional metadata entry (JSON text) of a checkpoint, keeping every tensor and
+    every other entry as they are; atomic, and refused for reserved keys and for files that fail
+    ``read_header``."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    reserved = {"format", "format_version", "family", "config", "data", "training"}
+    if key in reserved:
+        raise ValueError(f"{key!r} is a reserved checkpoint metadata key")
+    header = read_header(path)
+    with safe_open(str(header.path), framework="pt", device="cpu") as fh:
+        tensors = {name: fh.get_tensor(name) for name in fh.keys()}
+    metadata = {**header.metadata, key: json.dumps(value)}
+    with atomic_path(header.path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
+    return header.path
 

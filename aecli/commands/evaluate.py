@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from aecli import completion
 from aecli.commands._common import (PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, PANEL_WEIGHTS, SPLIT_HELP,
                                     aliased, handle_errors, parse_list, stdout_is_terminal)
 from aecli.errors import UsageError
@@ -30,8 +31,8 @@ METRICS_HELP = ("Comma list of: l1, mse (on [0,1] images), psnr, ssim, ms-ssim, 
 def evaluate(
     checkpoints: Annotated[Optional[list[Path]], typer.Argument(
         help="One or more aecli checkpoints; each becomes one row.", show_default=False)] = None,
-    metrics: Annotated[Optional[str], typer.Option("--metrics", help=METRICS_HELP,
-                                                   show_default=False)] = None,
+    metrics: Annotated[Optional[str], typer.Option("--metrics", help=METRICS_HELP, show_default=False,
+                                                   autocompletion=completion.metrics)] = None,
     data: Annotated[Optional[str], typer.Option(
         "--data", help="Evaluation data (folder, file list, digits, mnist, ...). Default: the checkpoint's "
         "training data.", rich_help_panel=PANEL_DATA)] = None,
@@ -56,8 +57,16 @@ def evaluate(
                                                        "$TORCH_HOME/hub/checkpoints).",
                                                        rich_help_panel=PANEL_WEIGHTS)] = None,
     inception_weights: Annotated[Optional[str], typer.Option(help="Use this Inception state dict (strictly "
-                                                             "loaded) instead of torch-fidelity's file.",
+                                                             "loaded) instead of torch-fidelity's file; with "
+                                                             "--fid-backend clean-fid its TorchScript file.",
                                                              rich_help_panel=PANEL_WEIGHTS)] = None,
+    fid_backend: Annotated[str, typer.Option(help="FID/KID implementation: torch-fidelity (also IS) or clean-fid; "
+                                             "each number's note names the protocol that made it.",
+                                             rich_help_panel=PANEL_WEIGHTS,
+                                             autocompletion=completion.fid_backends)] = "torch-fidelity",
+    clean_fid_mode: Annotated[str, typer.Option(help="clean-fid's protocol: clean (PIL bicubic resize) or "
+                                                "legacy_tensorflow (the original TF FID's resize).",
+                                                rich_help_panel=PANEL_WEIGHTS)] = "clean",
     lpips_weights: Annotated[Optional[str], typer.Option(help="Use this torchvision backbone state dict for "
                                                          "LPIPS (strictly loaded).",
                                                          rich_help_panel=PANEL_WEIGHTS)] = None,
@@ -111,7 +120,7 @@ def evaluate(
             typer.echo(f"note: {note}", err=True)  # one line, never folded at 80 columns
     else:
         metric_list = parse_list(metrics)
-        require_weights(metric_list, lpips_net, weights_dir, inception_weights, lpips_weights)
+        require_weights(metric_list, lpips_net, weights_dir, inception_weights, lpips_weights, fid_backend=fid_backend)
 
     from rich.console import Console
 
@@ -125,7 +134,7 @@ def evaluate(
                      inception_weights=inception_weights, lpips_weights=lpips_weights, cache_dir=cache_dir,
                      ema=ema, active_threshold=active_threshold, data_root=data_root, seed=seed,
                      class_samples=class_samples, codebook_plots=str(codebook_plots) if codebook_plots else None,
-                     baseline=baseline)
+                     baseline=baseline, fid_backend=fid_backend, clean_fid_mode=clean_fid_mode)
 
     def log(message: str) -> None:
         err.print(message, style="dim", markup=False, highlight=False, soft_wrap=True)  # one line each

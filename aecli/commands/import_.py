@@ -16,7 +16,7 @@ def import_(
     out: Annotated[Path, typer.Option(help="The aecli checkpoint to write (.safetensors).")],
     image_size: Annotated[Optional[int], typer.Option(help="Image size the checkpoint records (default: config.json's sample_size, else 256).")] = None,
     scaling_factor: Annotated[Optional[float], typer.Option(help="Latent scaling factor (default: config.json's, else 0.18215 as in SD 1.x/2.x; SDXL: 0.13025).")] = None,
-    norm_num_groups: Annotated[int, typer.Option(help="Single-file LDM VAEs: GroupNorm groups (not stored in the weights; 32 for every SD VAE).")] = 32,
+    norm_num_groups: Annotated[int, typer.Option(min=1, help="Single-file LDM VAEs: GroupNorm groups (not stored in the weights; 32 for every SD VAE).")] = 32,
 ) -> None:
     """Import a Stable Diffusion / LDM KL autoencoder as an aecli `ldm-kl` checkpoint.
 

@@ -13,13 +13,13 @@ def supported_commands(cls: type) -> list[str]:
     """Which commands a family supports, derived from its capabilities."""
     cmds = ["train"]
     if cls.has_encoder:
-        cmds += ["reconstruct", "evaluate", "tsne"]
+        cmds += ["reconstruct", "encode", "evaluate", "tsne"]
     elif cls.has_prior:
         cmds += ["evaluate"]
     if not cls.sample_refusal and (cls.has_prior or (cls.has_encoder and cls.decodes_latent)):
         cmds.append("sample" if cls.has_prior else "sample --fit")
     if cls.decodes_latent:
-        cmds.append("interpolate")
+        cmds += ["decode", "interpolate"]
         if cls.has_encoder:
             cmds.append("arithmetic")
     return cmds

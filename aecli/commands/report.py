@@ -7,12 +7,13 @@ from typing import Annotated, Optional
 
 import typer
 
+from aecli import completion
 from aecli.commands._common import handle_errors
 
 
 @handle_errors
 def report(
-    runs: Annotated[list[Path], typer.Argument(help="Run folders written by `aecli train`.")],
+    runs: Annotated[list[Path], typer.Argument(help="Run folders written by `aecli train`.", autocompletion=completion.run_folders)],
     out: Annotated[Path, typer.Option("--out", help="Report file (.md; with --html, .html).")] = Path("report.md"),
     html: Annotated[bool, typer.Option("--html", help="One self-contained HTML file with embedded images.")] = False,
     sort_by: Annotated[Optional[str], typer.Option(help="Sort the comparison by this figure, e.g. val_loss, psnr, fid.")] = None,

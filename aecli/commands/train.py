@@ -8,6 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from aecli import completion
 from aecli.commands._common import (
     PANEL_DATA,
     PANEL_LOSS,
@@ -123,7 +124,7 @@ def reproduce_command(ctx: typer.Context, family: str) -> str:
 @handle_errors
 def train(
     ctx: typer.Context,
-    family: Annotated[Optional[str], typer.Argument(help="Model family (see `aecli models`); may come from --config.")] = None,
+    family: Annotated[Optional[str], typer.Argument(help="Model family (see `aecli models`); may come from --config.", autocompletion=completion.families)] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="TOML file with any of these options; the command line overrides it.")] = None,
     model_opt: Annotated[Optional[list[str]], typer.Option("--model-opt", "-m", help="Family option KEY=VALUE (repeatable), e.g. -m widths=32,64 -m norm=group.", rich_help_panel=PANEL_MODEL)] = None,
     num_classes: Annotated[int, typer.Option(help="Conditional model with this many classes (labelled data).", rich_help_panel=PANEL_MODEL)] = 0,
@@ -174,12 +175,13 @@ def train(
     sync_bn: Annotated[bool, typer.Option("--sync-bn", help="SyncBatchNorm across processes (CUDA).", rich_help_panel=PANEL_RUNTIME)] = False,
     workers: Annotated[Optional[int], typer.Option(help="Decoding processes (default: all cores).", rich_help_panel=PANEL_RUNTIME)] = None,
     out: Annotated[Optional[str], typer.Option(envvar="AECLI_OUT", help="Run folder (default runs/<family>-<time>).", rich_help_panel=PANEL_OUTPUT)] = None,
-    resume: Annotated[Optional[str], typer.Option(help="Continue a run folder, or 'auto' (continue --out if it holds a run).", rich_help_panel=PANEL_OUTPUT)] = None,
+    resume: Annotated[Optional[str], typer.Option(help="Continue a run folder, or 'auto' (continue --out if it holds a run).", rich_help_panel=PANEL_OUTPUT, autocompletion=completion.resume_targets)] = None,
     log_every: Annotated[int, typer.Option(help="Log a line every N steps.", rich_help_panel=PANEL_OUTPUT)] = 50,
     save_every_steps: Annotated[int, typer.Option(help="Also checkpoint every N steps (long epochs).", rich_help_panel=PANEL_OUTPUT)] = 0,
     keep: Annotated[int, typer.Option(help="Keep only the last N periodic checkpoints (0: all).", rich_help_panel=PANEL_OUTPUT)] = 0,
     grid_size: Annotated[int, typer.Option("--grid-columns", help="Images per row of the per-epoch grids (recon: this many validation images; samples: this many per row).", rich_help_panel=PANEL_OUTPUT)] = 8,
-    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also write TensorBoard event files.", rich_help_panel=PANEL_OUTPUT)] = False,
+    tracker: Annotated[Optional[list[str]], typer.Option("--tracker", help="Experiment tracker (repeatable): tensorboard, wandb (offline), mlflow (local file store), csv.", rich_help_panel=PANEL_OUTPUT, autocompletion=completion.trackers)] = None,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Same as --tracker tensorboard.", rich_help_panel=PANEL_OUTPUT)] = False,
     requeue: Annotated[bool, typer.Option("--requeue", help="On SIGTERM/SIGUSR1, `scontrol requeue` the Slurm job.", rich_help_panel=PANEL_OUTPUT)] = False,
     print_config: Annotated[bool, typer.Option("--print-config", help="Print the resolved config as TOML (the keys --config reads) and exit.", rich_help_panel=PANEL_OUTPUT)] = False,
 ) -> None:
@@ -209,6 +211,9 @@ def train(
         model_kwargs["num_classes"] = num_classes
     params.pop("num_classes")
     params["betas"] = tuple(parse_floats(betas, "--betas", 2))
+    params["trackers"] = list(params.pop("tracker") or [])
+    if "tracker" in given:
+        given.add("trackers")
     params["model"] = model_kwargs
     given.add("model")
     cfg = build_config(family, params, given, toml, where)

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from aecli import completion
 from aecli.commands._common import PANEL_WEIGHTS, aliased, handle_errors, parse_list, stdout_is_terminal
 from aecli.errors import UsageError, WeightsMissingError
 
@@ -17,9 +18,11 @@ weights_app = typer.Typer(
     no_args_is_help=True,
 )
 
-MetricsOpt = Annotated[str, typer.Option("--metrics", help="Which metrics' files: lpips and/or "
+MetricsOpt = Annotated[str, typer.Option("--metrics", autocompletion=completion.weight_metrics, help="Which metrics' files: lpips and/or "
                                          "fid (also covers rfid, is, kid).")]
 NetOpt = Annotated[str, typer.Option(help="LPIPS trunk(s), comma list of alex, vgg, squeeze, or all.")]
+BackendOpt = Annotated[str, typer.Option(help="FID backend whose Inception file to use: torch-fidelity or "
+                                         "clean-fid (see `aecli evaluate --fid-backend`).")]
 DirOpt = Annotated[Optional[str], typer.Option(envvar="AECLI_WEIGHTS_DIR", help="Folder with the files (default "
                                                "$TORCH_HOME/hub/checkpoints).", rich_help_panel=PANEL_WEIGHTS)]
 
@@ -51,6 +54,7 @@ def check(
                                                              rich_help_panel=PANEL_WEIGHTS)] = None,
     lpips_weights: Annotated[Optional[str], typer.Option(help="Check this LPIPS backbone file instead.",
                                                          rich_help_panel=PANEL_WEIGHTS)] = None,
+    fid_backend: BackendOpt = "torch-fidelity",
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON (one object per file) instead of text.")] = False,
 ) -> None:
     """Per file: present, readable, SHA-256 (or a strict load) OK. Never touches the network.
@@ -61,7 +65,7 @@ def check(
     wanted = _metrics(metrics)
     statuses, seen = [], set()
     for net in _nets(lpips_net):
-        for status in check_files(wanted, net, weights_dir, inception_weights, lpips_weights):
+        for status in check_files(wanted, net, weights_dir, inception_weights, lpips_weights, fid_backend):
             if status.need.path not in seen:
                 seen.add(status.need.path)
                 statuses.append(status)
@@ -83,7 +87,7 @@ def check(
     if bad:
         listing = "; ".join(f"{s.need.path}: {s.detail}" for s in bad)
         raise WeightsMissingError(f"{len(bad)} file(s) not usable: {listing}. Fix: "
-                                  + remedy(wanted, lpips_net, weights_dir))
+                                  + remedy(wanted, lpips_net, weights_dir, fid_backend))
 
 
 @handle_errors
@@ -92,6 +96,7 @@ def download(
     lpips_net: NetOpt = "alex",
     weights_dir: DirOpt = None,
     timeout: Annotated[float, typer.Option(help="Network timeout in seconds per read.")] = 120.0,
+    fid_backend: BackendOpt = "torch-fidelity",
 ) -> None:
     """Fetch the missing files (SHA-256 verified) where internet exists, e.g. a login node."""
     from aecli.weights import download as fetch
@@ -102,7 +107,7 @@ def download(
     wanted = _metrics(metrics)
     done = set()
     for net in _nets(lpips_net):
-        for path in fetch(wanted, net, weights_dir, timeout_s=timeout):
+        for path in fetch(wanted, net, weights_dir, timeout_s=timeout, fid_backend=fid_backend):
             if path not in done:
                 done.add(path)
                 typer.echo(f"ok  {path}")

@@ -1,5 +1,5 @@
 """Latent-space tools: batched encoding and decoding, a Gaussian fit to a set of latents, lerp/slerp,
-and latent files (safetensors, with the input names in the metadata).
+and latent files (safetensors, with the input names in the metadata; docs/latents-format.md).
 
 "The latent" of an image is the one the decoder sees for it: the posterior mean for VAEs, the code for
 plain AEs, and for flow-vae the mean pushed through the planar flows (its prior lives in that space,
@@ -19,6 +19,7 @@ import torch
 from aecli.errors import DataError, UsageError
 
 LATENTS_FORMAT = "aecli-latents"
+LATENTS_FORMAT_VERSION = 1  # files without the key (older aecli) read as version 1
 METHODS = ("lerp", "slerp")
 FIT_KINDS = ("auto", "diag", "full")
 FULL_COV_MAX_DIM = 2048  # above this a D×D covariance costs too much memory/time: diagonal instead
@@ -164,7 +165,7 @@ def save_latents(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor],
     p = Path(path)
     if p.suffix != ".safetensors":
         raise UsageError(f"--save-latents must end in .safetensors, got {path}")
-    meta = {"format": LATENTS_FORMAT, "names": json.dumps(list(names)),
+    meta = {"format": LATENTS_FORMAT, "format_version": str(LATENTS_FORMAT_VERSION), "names": json.dumps(list(names)),
             **{k: json.dumps(v) for k, v in (metadata or {}).items()}}
     with atomic_path(p) as tmp:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
@@ -172,7 +173,7 @@ def save_latents(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor],
 
 
 def load_latents(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], list[str], dict[str, Any]]:
-    """(tensors, names, other metadata) of a file written by ``save_latents``."""
+    """(tensors, names, other metadata) of a file written by ``save_latents`` or `aecli encode`."""
     from safetensors import SafetensorError, safe_open
 
     try:
@@ -182,7 +183,113 @@ def load_latents(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor],
     except (SafetensorError, OSError) as exc:
         raise DataError(f"{path} is not a readable latents file ({exc})") from None
     if meta.get("format") != LATENTS_FORMAT:
-        raise DataError(f"{path} is not an aecli latents file (written by `aecli reconstruct --save-latents`)")
+        raise DataError(f"{path} is not an aecli latents file (written by `aecli encode` or --save-latents)")
+    _check_version(path, meta)
     names = json.loads(meta.pop("names", "[]"))
     meta.pop("format")
     return tensors, names, {k: json.loads(v) for k, v in meta.items()}
+
+
+def _check_version(path: str | os.PathLike[str], meta: dict[str, str]) -> None:
+    version = meta.pop("format_version", "1")
+    if not version.isdigit() or int(version) > LATENTS_FORMAT_VERSION:
+        raise DataError(f"{path} is a latents file of format version {version}, newer than this aecli reads "
+                        f"({LATENTS_FORMAT_VERSION}); upgrade aecli")
+
+
+def read_tensor_file(path: str | os.PathLike[str], key: str | None = None
+                     ) -> tuple[dict[str, torch.Tensor], list[str], dict[str, Any]]:
+    """Latents for `aecli decode`: an aecli latents file, or any safetensors / .npy file holding one
+    tensor (or ``key``) of latents. Returns (tensors, names, metadata); the tensors hold "latents"
+    (float) or, for VQ families, only "indices" (integer code maps)."""
+    import numpy as np
+    from safetensors import SafetensorError, safe_open
+
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"latents file {p} does not exist; check the path")
+    if p.suffix.lower() == ".npy":
+        if key is not None:
+            raise UsageError(f"{p} is a .npy file with one unnamed array; drop --key {key}")
+        try:
+            array = np.load(p, allow_pickle=False)  # never unpickle a user file
+        except (ValueError, OSError) as exc:
+            raise DataError(f"{p} is not a readable .npy array ({str(exc)[:120]})") from None
+        t = torch.from_numpy(np.ascontiguousarray(array))
+        return {"latents" if t.is_floating_point() else "indices": t}, [], {}
+    try:
+        with safe_open(str(p), framework="pt", device="cpu") as fh:
+            meta, keys = fh.metadata() or {}, list(fh.keys())
+    except (SafetensorError, OSError) as exc:
+        raise DataError(f"{p} is neither a safetensors file nor a .npy array ({str(exc)[:120]})") from None
+    if meta.get("format") == LATENTS_FORMAT:
+        tensors, names, other = load_latents(p)
+    else:
+        with safe_open(str(p), framework="pt", device="cpu") as fh:
+            tensors = {k: fh.get_tensor(k) for k in keys}
+        names, other = [], {}
+    if key is not None:
+        if key not in tensors:
+            raise UsageError(f"{p} has no tensor {key!r}; it holds {', '.join(sorted(tensors)) or 'none'}")
+        t = tensors.pop(key)
+        tensors.pop("latents" if t.is_floating_point() else "indices", None)
+        tensors["latents" if t.is_floating_point() else "indices"] = t
+    elif "latents" not in tensors and "indices" not in tensors:
+        floats = [k for k, v in tensors.items() if v.is_floating_point()]
+        ints = [k for k, v in tensors.items() if not v.is_floating_point() and k != "labels"]
+        if not floats and len(ints) == 1:  # integer codes of a VQ model
+            tensors["indices"] = tensors.pop(ints[0])
+        elif len(floats) != 1:
+            raise UsageError(f"{p} holds {len(floats)} float tensors ({', '.join(sorted(floats))}); "
+                             "name the one to decode with --key")
+        tensors["latents"] = tensors.pop(floats[0])
+    return tensors, names, other
+
+
+# -- streaming concatenation (encode's shards → one file) -----------------------------------------------
+def _st_dtype(t: torch.Tensor) -> str:
+    return {torch.float32: "F32", torch.float64: "F64", torch.float16: "F16", torch.bfloat16: "BF16",
+            torch.int64: "I64", torch.int32: "I32", torch.uint8: "U8"}[t.dtype]
+
+
+def concat_shards(path: str | os.PathLike[str], shards: Sequence[Path], keys: Sequence[str],
+                  metadata: dict[str, str]) -> Path:
+    """Write one safetensors file whose tensor ``k`` is the shards' ``k`` concatenated along dim 0.
+
+    Streams one shard tensor at a time (a set of millions of latents never has to fit in memory);
+    the layout is plain safetensors (8-byte header length, JSON header padded to 8 bytes, raw
+    little-endian data), so any safetensors reader opens the result.
+    """
+    import struct
+
+    from safetensors import safe_open
+
+    from aecli.atomic import atomic_path
+
+    def shard_tensor(shard: Path, key: str) -> torch.Tensor:
+        with safe_open(str(shard), framework="pt", device="cpu") as fh:
+            return fh.get_tensor(key)
+
+    header: dict[str, Any] = {}
+    offset = 0
+    for key in keys:
+        first = shard_tensor(shards[0], key)
+        rows = 0
+        for shard in shards:
+            with safe_open(str(shard), framework="pt", device="cpu") as fh:
+                rows += fh.get_slice(key).get_shape()[0]
+        shape = [rows, *first.shape[1:]]
+        size = first.element_size() * int(torch.Size(shape).numel())
+        header[key] = {"dtype": _st_dtype(first), "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    header["__metadata__"] = metadata
+    raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    with atomic_path(path) as tmp, open(tmp, "wb") as out:
+        out.write(struct.pack("<Q", len(raw)))
+        out.write(raw)
+        for key in keys:
+            for shard in shards:
+                t = shard_tensor(shard, key).contiguous()
+                out.write(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return Path(path)

@@ -97,6 +97,8 @@ class EvalConfig:
     class_samples: int = 100  # class-acc: draws per class
     codebook_plots: str | None = None  # codebook: folder for each checkpoint's usage histogram PNG
     baseline: str | None = None  # "pca" or "pca:K": a PCA row after each checkpoint's (aecli.metrics.baseline)
+    fid_backend: str = "torch-fidelity"  # or "clean-fid" (fid, rfid, kid; is needs torch-fidelity)
+    clean_fid_mode: str = "clean"  # clean-fid: "clean" or "legacy_tensorflow"
 
     def validate(self) -> None:
         self.metrics = parse_metrics(self.metrics)
@@ -110,10 +112,11 @@ class EvalConfig:
                 raise UsageError(f"{name} must be at least 1, got {value}")
         if not self.active_threshold > 0:
             raise UsageError(f"the active-dimension threshold must be positive, got {self.active_threshold}")
+        fidelity.make_backend(self.fid_backend, self.clean_fid_mode)  # a bad name or a missing package
 
     def require_weights(self) -> None:
         require_weights(self.metrics, self.lpips_net, self.weights_dir, self.inception_weights,
-                        self.lpips_weights)
+                        self.lpips_weights, fid_backend=self.fid_backend)
 
 
 @dataclass
@@ -212,6 +215,7 @@ class Evaluator:
         self.cache = fidelity.ReferenceCache(cache_dir)
         self.classifiers = ClassifierCache(cache_dir)
         self._lpips: Any = None
+        self.backend = fidelity.make_backend(cfg.fid_backend, cfg.clean_fid_mode)
         self._inception: Any = None
         self._inception_sha = ""
         self._datasets: dict[tuple[Any, ...], Any] = {}
@@ -235,22 +239,26 @@ class Evaluator:
 
     def inception(self) -> Any:
         if self._inception is None:
-            path = self.cfg.inception_weights or str(weights_dir(self.cfg.weights_dir) / WEIGHT_FILES["inception"][0])
-            self._inception = fidelity.load_inception(path, self.device)
+            key = self.backend.weights_key
+            path = self.cfg.inception_weights or str(weights_dir(self.cfg.weights_dir) / WEIGHT_FILES[key][0])
+            self._inception = self.backend.load(path, self.device)
             self._inception_sha = sha256_file(path)
-            self.weights_info["inception"] = f"{path} sha256:{self._inception_sha}"
+            self.weights_info[key] = f"{path} sha256:{self._inception_sha}"
         return self._inception
 
     def features(self, images_u8: torch.Tensor) -> dict[str, torch.Tensor]:
-        return fidelity.inception_features(self.inception(), images_u8)
+        return self.backend.features(self.inception(), images_u8)
 
     def reference_identity(self, source_id: str, n: int, size: str, channels: int) -> dict[str, Any]:
         import torch_fidelity
 
         self.inception()
-        return {"data": source_id, "n": n, "image_size": size, "channels": channels,
-                "inception_sha256": self._inception_sha, "torch_fidelity": torch_fidelity.__version__,
-                "features": list(fidelity.FEATURES)}
+        identity = {"data": source_id, "n": n, "image_size": size, "channels": channels,
+                    "inception_sha256": self._inception_sha, "torch_fidelity": torch_fidelity.__version__,
+                    "features": list(fidelity.FEATURES)}
+        if self.backend.name == "torch-fidelity":  # the key torch-fidelity caches were always written under
+            return identity
+        return {**identity, "backend": self.backend.tag(), "features": ["2048"]}
 
     # -- data --------------------------------------------------------------------------------------
     def dataset(self, source: str | None, spec: DataSpec, checkpoint: Any, split: str | None = None) -> Any:
@@ -306,16 +314,22 @@ class Evaluator:
         if n < fidelity.FID_SMALL_N:
             self.warn(f"{row.name}: {', '.join(wanted)} on N={n} {what} images (< {fidelity.FID_SMALL_N}): "
                       "FID/KID are biased at small N; compare only runs with the same N")
-        for m in wanted:
+        backend = self.backend
+        for m in wanted:  # every number carries the protocol that made it (its note)
             if m == "is":
+                if not backend.has_inception_score:
+                    row.na("is", f"{backend.name} has no Inception Score; use --fid-backend torch-fidelity")
+                    continue
                 row.values["is"], row.values["is_std"] = fidelity.inception_score(feats["logits_unbiased"])
+                row.notes["is"] = f"protocol {backend.tag()}"
             elif len(feats["2048"]) < 2 or ref is None or len(ref["2048"]) < 2:
                 row.na(m, "needs at least 2 images on each side")
             elif m in ("fid", "rfid"):
-                row.values[m] = fidelity.fid(feats["2048"], ref["2048"])
+                row.values[m] = backend.fid(feats["2048"], ref["2048"])
+                row.notes[m] = f"protocol {backend.tag()}"
             else:
-                row.values["kid"], row.values["kid_std"], subset = fidelity.kid(feats["2048"], ref["2048"])
-                row.notes["kid"] = f"subset size {subset}, 100 subsets"
+                row.values["kid"], row.values["kid_std"], subset = backend.kid(feats["2048"], ref["2048"])
+                row.notes["kid"] = f"protocol {backend.tag()}, subset size {subset}, 100 subsets"
 
     def warn(self, message: str) -> None:
         if message not in self.warnings:
@@ -549,7 +563,10 @@ class Evaluator:
                                 "hits": self.cache.hits},
         }
         if self.needs_inception:
-            info["fid_protocol"] = fidelity.protocol()
+            info["fid_protocol"] = self.backend.protocol()
+            info["fid_backend"] = self.backend.tag()
+            if self.backend.name == "clean-fid":
+                versions["clean_fid"] = fidelity.clean_fid_version()
         if "class-acc" in self.cfg.metrics:
             info["classifier_cache"] = {"dir": str(self.classifiers.directory), "trained": self.classifiers.trained,
                                         "hits": self.classifiers.hits, "classifier": ClassifierConfig().to_dict()}

@@ -16,7 +16,7 @@ HYPER_KEYS = ("epochs", "batch_size", "lr", "optimizer", "betas", "weight_decay"
               "ema", "precision", "seed", "data", "image_size", "channels", "val_count", "val_fraction")
 # Keys that never count as "swept" (they differ between any two runs).
 _NOT_SWEPT = {"out", "command_line", "log_every", "workers", "device", "requeue", "keep", "save_every_steps",
-              "cache", "data_root", "grid_size", "tensorboard"}
+              "cache", "data_root", "grid_size", "tensorboard", "trackers"}
 
 
 @dataclass

@@ -80,7 +80,8 @@ class TrainConfig:
     save_every_steps: int = 0
     keep: int = 0
     grid_size: int = 8
-    tensorboard: bool = False
+    tensorboard: bool = False  # the same as trackers=["tensorboard"], kept for old command lines
+    trackers: list[str] = field(default_factory=list)  # tensorboard, wandb, mlflow, csv
     requeue: bool = False
     command_line: str = ""
 
@@ -123,6 +124,9 @@ class TrainConfig:
         need(self.val_fraction is None or 0 < self.val_fraction < 1,
              f"--val-fraction must be in (0, 1), got {self.val_fraction}")
         need(self.val_count is None or self.val_count >= 1, f"--val-count must be at least 1, got {self.val_count}")
+        from aecli.training.trackers import check_names
+
+        check_names(self.trackers)
 
     def planned_epochs(self, steps_per_epoch: int) -> int:
         """Epochs to run: --epochs, else as many as --max-steps needs, else 10."""

@@ -184,7 +184,8 @@ class Console:
 
 
 class TensorBoardLog:
-    """`--tensorboard`: event files in RUN_DIR/tensorboard (seed 003: `tensorboard --logdir runs/`)."""
+    """`--tracker tensorboard` (or `--tensorboard`): event files in RUN_DIR/tensorboard (seed 003:
+    `tensorboard --logdir runs/`). The other trackers are in aecli.training.trackers."""
 
     def __init__(self, run_dir: Path, hparams: dict[str, Any]) -> None:
         try:
@@ -192,7 +193,8 @@ class TensorBoardLog:
         except ImportError:
             from aecli.errors import UsageError
 
-            raise UsageError("--tensorboard needs the tensorboard package: pip install 'aecli[tensorboard]'") from None
+            raise UsageError("--tracker tensorboard needs the tensorboard package: pip install 'aecli[tensorboard]'"
+                             ) from None
         self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
         # add_hparams wants scalars/strings only; lists and dicts become their JSON text.
         flat = {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in hparams.items()}
@@ -200,10 +202,10 @@ class TensorBoardLog:
         self.hparams = flat
 
     def scalars(self, split: str, values: dict[str, Any], step: int) -> None:
-        for k, v in values.items():
-            if isinstance(v, (int, float)) and k not in ("epoch", "step"):
-                group = k if k in ("lr", "images_per_s") else f"{k}/{split}"
-                self.writer.add_scalar(group, v, step)
+        from aecli.training.trackers import scalar_tags
+
+        for tag, v in scalar_tags(split, values).items():
+            self.writer.add_scalar(tag, v, step)
 
     def image(self, tag: str, png_path: Path, step: int) -> None:
         import numpy as np

@@ -35,7 +35,7 @@ _TEMP = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")  # aecli.atomic's 
 # Options a resumed run may take with new values: how long to train, where and how to run, what to
 # log. Every other option shapes the result and must equal the run's own.
 RESUMABLE = ("epochs", "max_steps", "max_time", "device", "workers", "log_every", "save_every_steps", "keep",
-             "grid_size", "tensorboard", "requeue", "cache", "data_root", "weights_dir", "lpips_weights")
+             "grid_size", "tensorboard", "trackers", "requeue", "cache", "data_root", "weights_dir", "lpips_weights")
 
 
 def default_run_dir(family: str) -> Path:

@@ -44,7 +44,8 @@ from aecli.losses import (
 from aecli.models import Autoencoder, create_model
 from aecli.training import distributed
 from aecli.training.config import TrainConfig, parse_duration
-from aecli.training.logs import Console, MetricsLog, TensorBoardLog
+from aecli.training.logs import Console, MetricsLog
+from aecli.training.trackers import open_trackers
 from aecli.training.schedules import LRSchedule
 from aecli.training.runfolder import (
     PERIODIC,
@@ -218,7 +219,7 @@ class Trainer:
         self.log = MetricsLog(run_dir, resume_step=self.counters.step if resume else None,
                               epoch_done=self.counters.batch == 0) if self.main else None
         self.console = Console(self.main, self.total_steps)
-        self.tb = TensorBoardLog(run_dir, cfg.to_dict()) if cfg.tensorboard and self.main else None
+        self.tb = open_trackers(run_dir, cfg.to_dict(), cfg.trackers, cfg.tensorboard) if self.main else None
         self._pending: list[tuple[int, tuple[str, ...], torch.Tensor]] = []
 
     # -- construction helpers -------------------------------------------------------------------
