@@ -99,7 +99,7 @@ def test_metadata_reads_back_with_plain_safetensors(tmp_path: Path) -> None:
     assert json.loads(meta["config"]) == json.loads(json.dumps(model.config.to_dict()))
     assert json.loads(meta["data"]) == {"image_size": 32, "channels": 1, "value_range": [-1.0, 1.0],
                                         "class_names": ["c0", "c1"], "source": "unit-test", "val_count": None,
-                                        "val_fraction": None}
+                                        "val_fraction": None, "source_path": ""}
     assert json.loads(meta["training"]) == TRAINING
     assert {"aecli_version", "torch_version", "created"} <= set(meta)
     assert keys == {"model." + k for k in model.state_dict()}

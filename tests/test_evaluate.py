@@ -90,7 +90,7 @@ def test_sweep_two_checkpoints_one_reference_pass(files, tmp_path):
     assert len(list(cache.glob("*.safetensors"))) == 1
     for row in (vae, gan):
         assert row.samples == 4
-        assert row.values["fid"] > 0 and np.isfinite(row.values["kid"]) and row.values["is"] >= 1.0
+        assert row.values["fid"] > 0 and np.isfinite(row.values["kid"]) and row.values["is"] >= 1.0 - 1e-9  # exp(KL) ≥ 1 up to rounding
     assert vae.values["rfid"] > 0 and vae.values["kl_per_image"] > 0 and vae.values["psnr"] > 0
     assert gan.values["psnr"] is None and "no encoder" in gan.notes["psnr"]
     assert any("N=4" in w and "2048" in w for w in report.warnings)

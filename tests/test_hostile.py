@@ -189,7 +189,7 @@ def test_fifo_as_checkpoint_config_or_image_is_refused(case: str, ckpt: Path, tm
             expected = f"Error: checkpoint {fifo} is a FIFO (named pipe), not a regular file; give an aecli .safetensors file"
         elif case == "train --config FIFO":
             code, text = cli(*TRAIN, "--data", "shapes:16", "--config", fifo, "--out", tmp_path / "run")
-            expected = f"Error: --config {fifo} is not a regular file (a FIFO (named pipe)); give a TOML file"
+            expected = f"Error: --config {fifo} is a FIFO (named pipe), not a regular file; give a TOML file"
         else:
             with pytest.warns(UserWarning, match="a FIFO"):
                 code, text = cli("reconstruct", ckpt, "--data", fifo, "--out", tmp_path / "rec", "--device", "cpu")

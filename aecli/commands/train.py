@@ -66,7 +66,7 @@ def load_toml(path: Path) -> dict[str, Any]:
 
     problem = regular_file(path)
     if problem is not None and problem.startswith("a "):  # a FIFO would block open() forever
-        raise UsageError(f"--config {path} is not a regular file ({problem}); give a TOML file")
+        raise UsageError(f"--config {path} is {problem}, not a regular file; give a TOML file")
     try:
         with open(path, "rb") as fh:
             return tomllib.load(fh)

@@ -167,6 +167,8 @@ def _type_name(kind: Any) -> str:
         return "a list of numbers"
     if typing.get_origin(kind) is dict:
         return "a table of model options"
+    if typing.get_origin(kind) is list:
+        return "a list of names"
     base = args[0] if args else kind
     return {int: "a whole number", float: "a number", str: "a string", bool: "true or false"}.get(base, str(base))
 
@@ -199,6 +201,10 @@ def _coerce(value: Any, kind: Any) -> Any:
     elif origin is dict:
         if isinstance(value, dict):
             return dict(value)
+    elif origin is list:  # trackers = ["csv", "wandb"], or one name
+        items = [value] if isinstance(value, str) else value
+        if isinstance(items, (list, tuple)):
+            return [_coerce(v, args[0]) for v in items]
     raise ValueError(value)
 
 
