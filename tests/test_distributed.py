@@ -30,7 +30,7 @@ MLP = ["-m", "hidden=32", "-m", "latent_dim=8"]  # mlp-ae: no noise, no BatchNor
 
 def mlp_args(batch: int, *extra: str) -> list[str]:
     return ["train", "mlp-ae", *MLP, "--data", "digits", "--epochs", "2", "--batch-size", str(batch),
-            "--device", "cpu", "--workers", "1", "--grid-size", "2", "--seed", "1", *extra]
+            "--device", "cpu", "--workers", "1", "--grid-columns", "2", "--seed", "1", *extra]
 
 
 def free_port() -> int:
@@ -184,7 +184,7 @@ def test_two_rank_vae_resumes_bit_identically(tmp_path: Path) -> None:
     conv-vae stopped mid-run and resumed equals the uninterrupted 2-rank run, bit for bit."""
     vae = ["train", "conv-vae", "-m", "widths=8,16", "-m", "latent_dim=4", "--data", "shapes:160",
            "--image-size", "16", "--channels", "1", "--epochs", "2", "--batch-size", "16", "--device", "cpu",
-           "--workers", "1", "--grid-size", "2", "--seed", "2", "--log-every", "1"]
+           "--workers", "1", "--grid-columns", "2", "--seed", "2", "--log-every", "1"]
 
     def ranks(out: Path, port: str) -> list[Live]:
         return [Live([*vae, "--resume", "auto", "--out", str(out)],

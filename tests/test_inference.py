@@ -296,7 +296,8 @@ def test_sample_seed_determinism_and_batch_independence(family_ckpts, tmp_path: 
     sample(vae, tmp_path / "a.png", n=8, seed=3, batch_size=3, device="cpu")
     sample(vae, tmp_path / "b.png", n=8, seed=3, batch_size=8, device="cpu")
     sample(vae, tmp_path / "c.png", n=8, seed=4, device="cpu")
-    assert np.array_equal(_png(tmp_path / "a.png"), _png(tmp_path / "b.png"))
+    # The same draws whatever the batch size; conv kernels may round differently per batch shape (≤ 1 level).
+    assert np.abs(_png(tmp_path / "a.png").astype(int) - _png(tmp_path / "b.png")).max() <= 1
     assert not np.array_equal(_png(tmp_path / "a.png"), _png(tmp_path / "c.png"))
     eps = draw_eps((4000,), 7, range(3))
     assert abs(float(eps.mean())) < 0.05 and abs(float(eps.std()) - 1) < 0.05

@@ -48,7 +48,7 @@ def model_options(family: str = FAMILY) -> list[str]:
 
 def train_args(*extra: str, family: str = FAMILY, batch: int = 64) -> list[str]:
     return ["train", family, *model_options(family), "--data", "digits", "--epochs", str(EPOCHS),
-            "--batch-size", str(batch), "--device", "cpu", "--workers", "1", "--grid-size", "2",
+            "--batch-size", str(batch), "--device", "cpu", "--workers", "1", "--grid-columns", "2",
             "--seed", "5", *extra]
 
 

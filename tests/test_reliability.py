@@ -296,7 +296,7 @@ def _mlp_args(out: Path, *extra: str) -> list[str]:
     """mlp-ae with hidden 256 at 32 px: a 2 MB checkpoint, while logs, plots and grids stay < 1 MB."""
     return ["train", "mlp-ae", "-m", "hidden=256", "-m", "latent_dim=8", "--data", "shapes:40", "--image-size",
             "32", "--channels", "1", "--val-count", "8", "--batch-size", "8", "--device", "cpu", "--workers", "1",
-            "--seed", "1", "--grid-size", "2", "--out", str(out), *extra]
+            "--seed", "1", "--grid-columns", "2", "--out", str(out), *extra]
 
 
 def test_file_size_limit_during_training_keeps_the_previous_checkpoint(tmp_path: Path) -> None:

@@ -70,7 +70,7 @@ def test_html_report_embeds_images(three_runs: list[Path], tmp_path: Path) -> No
 
 def test_not_a_run_folder_is_a_clear_error(tmp_path: Path) -> None:
     res = runner.invoke(app, ["report", str(tmp_path), "--out", str(tmp_path / "r.md")])
-    assert res.exit_code == 2 and "none of the 1 given path(s) is a readable aecli run folder" in res.output
+    assert res.exit_code == 2 and "none of the 1 given path(s) is an aecli run folder" in res.output
 
 
 def test_report_of_a_glob_skips_what_holds_no_run_with_a_note(three_runs: list[Path], tmp_path: Path) -> None:

@@ -117,7 +117,7 @@ def test_corrupt_images_are_skipped_and_counted(tmp_path: Path) -> None:
         result = train(cfg)
     assert result.steps >= 2
     strict = tiny_cfg("conv-ae", tmp_path / "run2", data=str(data), batch_size=8, strict_data=True)
-    with pytest.raises(DataError, match=r"2 unreadable image file\(s\) in .*'broken.png', 'empty.jpg'; fix or remove"):
+    with pytest.raises(DataError, match=r"2 unreadable image file\(s\) in .*'broken.png' \(.*\), 'empty.jpg' \(.*\); fix or remove"):
         train(strict)
     assert not (tmp_path / "run2" / "last.safetensors").exists()
 

@@ -107,7 +107,7 @@ def test_max_time_stops_at_the_next_step_saves_exits_0_and_resumes_exactly(
     monkeypatch.setattr(Trainer, "_out_of_time", lambda self: self.counters.step >= 3)
     code, text = cli("train", "conv-vae", "-m", "widths=4,8", "-m", "latent_dim=4", "--data", "shapes:48",
                      "--image-size", 16, "--channels", 1, "--batch-size", 8, "--device", "cpu", "--workers", 1,
-                     "--grid-size", 2, "--seed", 3, "--epochs", 2, "--max-time", "1h30m", "--out", out)
+                     "--grid-columns", 2, "--seed", 3, "--epochs", 2, "--max-time", "1h30m", "--out", out)
     assert code == 0, text
     hint = f"aecli train --resume {out} --epochs 2 --max-time 1h30m"
     assert f"stopped at --max-time 1h30m: 3 steps; state saved in {out}. Continue with: {hint}" in text
@@ -138,7 +138,7 @@ def test_batch_32_with_2_accumulation_steps_trains_like_batch_64(tmp_path: Path)
     big = train(cfg(tmp_path / "b64", batch_size=64, **common))
     code, text = cli("train", "mlp-ae", "-m", "hidden=32", "-m", "latent_dim=8", "--data", "shapes:400",
                      "--image-size", 16, "--channels", 1, "--batch-size", 32, "--grad-accum-steps", 2, "--epochs", 2,
-                     "--device", "cpu", "--workers", 1, "--grid-size", 2, "--seed", 3, "--out", tmp_path / "acc")
+                     "--device", "cpu", "--workers", 1, "--grid-columns", 2, "--seed", 3, "--out", tmp_path / "acc")
     assert code == 0, text
     assert "batch 32 × 2 accumulated = effective batch 64; 10 steps" in text
     a, b = load_file(str(tmp_path / "acc" / "last.safetensors")), load_file(str(tmp_path / "b64" / "last.safetensors"))

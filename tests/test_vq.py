@@ -297,7 +297,7 @@ def test_cli_train_evaluate_and_sample_refusal(tmp_path: Path) -> None:
     run = tmp_path / "run"
     args = ["train", "vq-vae", "--data", "digits", "--image-size", "16", "--epochs", "1", "--out", str(run),
             "--device", "cpu", "-m", "widths=8,8", "-m", "codebook_size=8", "-m", "code_dim=4",
-            "-m", "blocks_per_stage=1", "-m", "ema_codebook=true", "--grid-size", "2"]
+            "-m", "blocks_per_stage=1", "-m", "ema_codebook=true", "--grid-columns", "2"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert read_header(run / "best.safetensors").config["ema_codebook"] is True
