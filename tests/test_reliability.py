@@ -464,8 +464,11 @@ def nan_ckpt(small_ckpt: Path) -> Path:
     tensors = load_file(str(small_ckpt))
     with safe_open(str(small_ckpt), framework="pt") as fh:
         meta = fh.metadata()
-    tensors["model.decoder.3.weight"][0, 0, 0, 0] = float("nan")
-    tensors["model.encoder.0.weight"][0, 0, 0, 0] = float("inf")
+    def first_conv(prefix: str) -> str:  # the first 4-D weight of that half, whatever the trunk's layout
+        return next(k for k, t in tensors.items() if k.startswith(prefix) and k.endswith("weight") and t.dim() == 4)
+
+    tensors[first_conv("model.decoder.")][0, 0, 0, 0] = float("nan")
+    tensors[first_conv("model.encoder.")][0, 0, 0, 0] = float("inf")
     path = small_ckpt.with_name("nan.safetensors")
     save_file(tensors, str(path), metadata=meta)
     return path

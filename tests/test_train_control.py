@@ -229,6 +229,7 @@ def test_ctrl_c_saves_like_sigterm_and_a_second_one_aborts_at_once(reference: Pa
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "run"
     original = Trainer._update_ema
+    before = signal.getsignal(signal.SIGINT)  # default_int_handler, or SIG_IGN in a background job
 
     def ctrl_c(times: int):
         def hook(self: Trainer) -> None:
@@ -242,7 +243,7 @@ def test_ctrl_c_saves_like_sigterm_and_a_second_one_aborts_at_once(reference: Pa
     with pytest.raises(Interrupted, match="stopped by SIGINT at step 3;"):
         train(cfg(out, epochs=2))
     assert state_step(out)[0] == 3
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back
+    assert signal.getsignal(signal.SIGINT) is before  # put back
     monkeypatch.setattr(Trainer, "_update_ema", ctrl_c(2))
     with pytest.raises(KeyboardInterrupt):
         train(cfg(tmp_path / "twice", epochs=2))
