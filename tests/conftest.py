@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 _RESNET = {"widths": (8, 8, 16, 16, 16), "latent_dim": 16}
 
 TINY: dict[str, dict[str, Any]] = {
@@ -48,3 +50,15 @@ def tiny_model(family: str, image_size: int = 32, channels: int = 1, **overrides
     from aecli.models import create_model
 
     return create_model(family, **{**tiny_kwargs(family, image_size, channels), **overrides})
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Any:
+    """One torch intra-op thread: on a shared 2-core machine spinning OpenMP threads make tiny models
+    10–30× slower. Modules that train ask for it through an autouse fixture of their own."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

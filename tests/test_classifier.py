@@ -23,12 +23,8 @@ SAMPLES = 12  # draws per class: enough for a real fraction, small enough for a 
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two torch threads on a loaded 2-core machine spin against each other (measured: 30x slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _single_thread(one_thread: None) -> None:
+    """Every test and fixture of this module runs on one torch thread (conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")

@@ -127,12 +127,8 @@ def epoch_rows(run_dir: Path) -> list[str]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread() -> object:
-    """One intra-op thread: on a shared 2-core machine OpenMP spinning makes 2 threads ~10× slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _single_thread(one_thread: None) -> None:
+    """Every test and fixture of this module runs on one torch thread (conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")

@@ -59,11 +59,8 @@ def epoch_rows(run: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread() -> object:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _single_thread(one_thread: None) -> None:
+    """Every test and fixture of this module runs on one torch thread (conftest.one_thread)."""
 
 
 @pytest.fixture(scope="module")

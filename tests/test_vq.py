@@ -211,13 +211,9 @@ def test_checkpoint_records_the_quantiser_and_keeps_the_codebook(tmp_path: Path)
 
 
 # -- training --------------------------------------------------------------------------------------
-@pytest.fixture(autouse=True)
-def one_thread() -> object:
-    """Two spinning OpenMP threads crawl on a shared CPU; these models are tiny."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+@pytest.fixture(scope="module", autouse=True)
+def _single_thread(one_thread: None) -> None:
+    """Every test and fixture of this module runs on one torch thread (conftest.one_thread)."""
 
 
 def _cfg(out: Path, family: str = "vqgan", **kw: object) -> TrainConfig:
