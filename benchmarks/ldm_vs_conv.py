@@ -2,6 +2,7 @@
 
     python benchmarks/ldm_vs_conv.py [--steps 1000] [--eval-every 250] [--data shapes:512] [--size 32]
                                      [--batch-size 16] [--lr-ldm 5e-4] [--lr-conv 5e-4] [--threads 1]
+                                     [--only ldm-kl.ldm,conv-vae.ldm,conv-vae.sum] [-m KEY=VALUE (ldm-kl option)]
 
 "Same size" here means: the same latent (4×8×8 at 32 px: 256 numbers per image), the same data,
 batch, seed, number of optimizer steps and schedule (aecli's default: cosine with a 50-step warm-up
@@ -64,6 +65,17 @@ def run(name: str, family: str, model: dict[str, Any], loss: dict[str, Any], lr:
     return rows
 
 
+def _parse(text: str) -> Any:
+    if "," in text:
+        return tuple(_parse(t) for t in text.split(",") if t)
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False}.get(text.lower(), text)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=1000, help="optimizer steps of every run")
@@ -77,15 +89,20 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine is shared)")
     ap.add_argument("--only", default="", help="comma-separated run names to run (default: all)")
+    ap.add_argument("-m", "--ldm-opt", action="append", default=[],
+                    help="ldm-kl option KEY=VALUE, e.g. norm_num_groups=16 or block_out_channels=32,64,64 (ablations)")
     ap.add_argument("--keep", type=Path, help="keep the runs in this folder")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    runs = [("ldm-kl.ldm", "ldm-kl", LDM_MODEL, LDM_LOSS, args.lr_ldm),
+    ldm_model = {**LDM_MODEL, **{k: _parse(v) for k, v in (o.split("=", 1) for o in args.ldm_opt)}}
+    runs = [("ldm-kl.ldm", "ldm-kl", ldm_model, LDM_LOSS, args.lr_ldm),
             ("conv-vae.ldm", "conv-vae", CONV_MODEL, LDM_LOSS, args.lr_conv),
             ("conv-vae.sum", "conv-vae", CONV_MODEL, SUM_LOSS, args.lr_conv)]
     if args.only:
         runs = [r for r in runs if r[0] in args.only.split(",")]
+    if args.ldm_opt:
+        print(f"# ldm-kl options: {ldm_model}")
     print(f"# {args.data} at {args.size} px, batch {args.batch_size}, {args.steps} steps, seed {args.seed}; "
           f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} "
           f"thread(s), device {args.device}", flush=True)
