@@ -13,18 +13,9 @@ from aecli.commands._common import (PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, PAN
                                     aliased, handle_errors, parse_list, stdout_is_terminal)
 from aecli.errors import UsageError
 from aecli.metrics import DEFAULT_METRICS
-METRICS_HELP = ("Comma list of: l1, mse (on [0,1] images), psnr, ssim, ms-ssim, lpips, kl (column kl_per_image: nats "
-                "per image), rfid, latent (active dims, mean |z|, total variance), codebook (vq-vae/vqgan: code "
-                "perplexity, used codes, usage = used / codebook size, dead codes; --codebook-plots for a usage "
-                "histogram), fid, is, kid (generative families, on --samples prior draws), class-acc "
-                "(class-conditional models, as in the QuickDraw conditional VAE, seed 004: an MLP classifier trained on the real labelled train split, "
-                "cached in --cache, scores --class-samples draws per class; columns class_acc = share "
-                "classified as the asked class, class_conf = mean softmax probability of the asked class, "
-                "class_ceiling = the classifier's accuracy on real val images; each the mean over classes, "
-                "per class as class_acc[NAME], class_conf[NAME], class_ceiling[NAME] in --json/--csv). "
-                "Default: l1, mse, psnr, ssim, plus lpips when its pretrained weights are on this machine "
-                "(skipped with a note saying how to get them otherwise); FID-type metrics need the Inception "
-                "weights.")
+from aecli.metrics.registry import metrics_help
+
+METRICS_HELP = metrics_help()
 
 
 @handle_errors
@@ -111,7 +102,8 @@ def evaluate(
         if path is not None:
             check_writable(path, option)  # before the (long) evaluation, not after it
     # The weights check runs before torch is even imported: a missing file fails in well under a second.
-    from aecli.weights import require_weights, split_available
+    from aecli.metrics.registry import parse_metrics, pretrained_needs, split_available
+    from aecli.weights import require_weights
 
     if metrics is None:  # the default works offline: metrics whose files are missing are skipped, with a note
         metric_list, _, note = split_available(parse_list(DEFAULT_METRICS), lpips_net, weights_dir,
@@ -119,8 +111,9 @@ def evaluate(
         if note:
             typer.echo(f"note: {note}", err=True)  # one line, never folded at 80 columns
     else:
-        metric_list = parse_list(metrics)
-        require_weights(metric_list, lpips_net, weights_dir, inception_weights, lpips_weights, fid_backend=fid_backend)
+        metric_list = parse_metrics(parse_list(metrics))
+        require_weights(pretrained_needs(metric_list), lpips_net, weights_dir, inception_weights, lpips_weights,
+                        fid_backend=fid_backend)
 
     from rich.console import Console
 
