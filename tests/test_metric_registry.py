@@ -63,3 +63,22 @@ def test_a_new_per_image_metric_is_one_registered_class(tmp_path) -> None:
         assert row.values["kl_per_image"] is None and row.notes["kl_per_image"] == "n/a: needs a checkpoint"
     finally:
         registry._REGISTRY.pop("max-err")
+
+
+def test_pretrained_weights_sit_below_metrics_and_losses() -> None:
+    """aecli.weights and aecli.pretrained import no metric, loss or command module; metrics import no command."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "aecli"
+
+    def imports(path: Path) -> set[str]:
+        tree = ast.parse(path.read_text())
+        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | {
+            a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+
+    for name in ("weights.py", "pretrained.py"):
+        upward = [m for m in imports(root / name) if m.startswith(("aecli.metrics", "aecli.losses", "aecli.commands"))]
+        assert upward == [], f"aecli/{name} imports {upward}"
+    for path in (root / "metrics").glob("*.py"):
+        assert not [m for m in imports(path) if m.startswith("aecli.commands")], path
