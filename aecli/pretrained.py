@@ -43,8 +43,6 @@ def lpips_input(x: torch.Tensor, net: str, value_range: tuple[float, float] = (0
     upsampled bilinearly so that side reaches it, keeping the aspect ratio; larger images are used as
     they are. Differentiable: the loss's gradients flow through it.
     """
-    lo, hi = float(value_range[0]), float(value_range[1])
-    x = (x - lo) * (2.0 / (hi - lo)) - 1.0
     need = LPIPS_MIN_SIZE[net]
     h, w = x.shape[-2:]
     if min(h, w) < need:
@@ -53,7 +51,8 @@ def lpips_input(x: torch.Tensor, net: str, value_range: tuple[float, float] = (0
         x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
-    return x
+    lo, hi = float(value_range[0]), float(value_range[1])
+    return (x - lo) * (2.0 / (hi - lo)) - 1.0
 
 
 def lpips_resize_note(height: int, width: int, net: str) -> str | None:
