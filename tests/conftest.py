@@ -15,6 +15,13 @@ from typing import Any
 
 import pytest
 
+# The README's test command runs one pytest-xdist worker per core. Each worker, and every process a test
+# starts, then uses one intra-op thread: two workers × two OpenMP threads on two cores make tiny models
+# 10–30× slower (see one_thread). Set before any test module imports torch.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
+
 _RESNET = {"widths": (8, 8, 16, 16, 16), "latent_dim": 16}
 
 TINY: dict[str, dict[str, Any]] = {

@@ -78,10 +78,10 @@ def evaluate(
     codebook_plots: Annotated[Optional[Path], typer.Option(help="codebook: write each checkpoint's per-code "
                                                            "usage histogram here (<run>_<checkpoint>_codebook.png).",
                                                            rich_help_panel=PANEL_OUTPUT)] = None,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write values, N, sizes, device, library "
+    json_path: Annotated[Optional[Path], typer.Option("--json-out", help="Write values, N, sizes, device, library "
                                                       "versions, weights hashes and the FID protocol as JSON.",
                                                       rich_help_panel=PANEL_OUTPUT)] = None,
-    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write one CSV line per row.",
+    csv_path: Annotated[Optional[Path], typer.Option("--csv-out", help="Write one CSV line per row.",
                                                      rich_help_panel=PANEL_OUTPUT)] = None,
 ) -> None:
     """Score checkpoints (one row each, one pass over the data per checkpoint, reference statistics
@@ -134,7 +134,7 @@ def _check_inputs(checkpoints: Optional[list[Path]], pred: Optional[Path], ref: 
         raise UsageError("give one or more checkpoints, or --pred DIR --ref DIR")
     from aecli.atomic import check_writable
 
-    for option, path in (("--json", json_path), ("--csv", csv_path)):
+    for option, path in (("--json-out", json_path), ("--csv-out", csv_path)):
         if path is not None:
             check_writable(path, option)
     return paired
@@ -161,4 +161,4 @@ def _metric_list(metrics: Optional[str], lpips_net: str, weights_dir: Optional[s
 
 
 def register(app: typer.Typer) -> None:
-    app.command("evaluate", cls=aliased(m="--metrics", cache_dir="--cache"))(evaluate)
+    app.command("evaluate", cls=aliased(m="--metrics", cache_dir="--cache", json="--json-out", csv="--csv-out"))(evaluate)

@@ -25,7 +25,7 @@ class ClassAccuracy(Metric):
             "the real labelled train split, cached in --cache, scores --class-samples draws per class; columns "
             "class_acc = share classified as the asked class, class_conf = mean softmax probability of the asked "
             "class, class_ceiling = the classifier's accuracy on real val images; each the mean over classes, per "
-            "class as class_acc[NAME], class_conf[NAME], class_ceiling[NAME] in --json/--csv")
+            "class as class_acc[NAME], class_conf[NAME], class_ceiling[NAME] in --json-out/--csv-out")
     definition = ("conditional models: an MLP classifier trained on the real train split classifies "
                   "--class-samples draws per class; class_acc = fraction classified as the asked class, "
                   "class_conf = mean softmax probability of the asked class, class_ceiling = the classifier's "
