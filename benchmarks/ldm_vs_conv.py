@@ -2,7 +2,8 @@
 
     python benchmarks/ldm_vs_conv.py [--steps 1000] [--eval-every 250] [--data shapes:512] [--size 32]
                                      [--batch-size 16] [--lr-ldm 5e-4] [--lr-conv 5e-4] [--threads 1]
-                                     [--only ldm-kl.ldm,conv-vae.ldm,conv-vae.sum] [-m KEY=VALUE (ldm-kl option)]
+                                     [--only RUN,RUN] [-m KEY=VALUE (an ldm-kl option)] [--keep DIR]
+    runs: ldm-kl.ldm, conv-vae.ldm, conv-vae.sum, conv-vae.default (default: all four)
 
 "Same size" here means: the same latent (4×8×8 at 32 px: 256 numbers per image), the same data,
 batch, seed, number of optimizer steps and schedule (aecli's default: cosine with a 50-step warm-up
@@ -13,9 +14,10 @@ over the whole run), and about the same parameter count (242k against 248k; prin
   these widths), ``--objective ldm --recon l1 --beta 1e-6`` (LDM's kl-f8 loss; no LPIPS: no
   pretrained weights offline, and no GAN: LDM starts it at step 50,001).
 - ``conv-vae``: the residual trunk with a spatial latent (patch 2, widths 32,64 → 8×8, latent_dim 4),
-  trained twice: with the same LDM objective (isolates the architecture) and with aecli's default
-  objective at the same KL weight per latent element (``--recon l1 --beta 1e-6 --reduction sum``, the
-  same loss up to the learned log-variance).
+  trained with the same LDM objective (``conv-vae.ldm``: isolates the architecture), with aecli's
+  default objective at LDM's weights (``conv-vae.sum``: ``--recon l1 --beta 1e-6 --reduction sum``, the
+  same loss without the learned log-variance) and with aecli's default objective as it is
+  (``conv-vae.default``: MSE + 1.0 × KL, both per-element means).
 
 Every run is trained by ``aecli.training.train`` (the `aecli train` code) for ``--steps`` steps,
 saving a checkpoint every ``--eval-every`` steps; each is scored on the data's validation split with
@@ -98,7 +100,8 @@ def main() -> None:
     ldm_model = {**LDM_MODEL, **{k: _parse(v) for k, v in (o.split("=", 1) for o in args.ldm_opt)}}
     runs = [("ldm-kl.ldm", "ldm-kl", ldm_model, LDM_LOSS, args.lr_ldm),
             ("conv-vae.ldm", "conv-vae", CONV_MODEL, LDM_LOSS, args.lr_conv),
-            ("conv-vae.sum", "conv-vae", CONV_MODEL, SUM_LOSS, args.lr_conv)]
+            ("conv-vae.sum", "conv-vae", CONV_MODEL, SUM_LOSS, args.lr_conv),
+            ("conv-vae.default", "conv-vae", CONV_MODEL, {}, args.lr_conv)]
     if args.only:
         runs = [r for r in runs if r[0] in args.only.split(",")]
     if args.ldm_opt:
