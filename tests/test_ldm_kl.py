@@ -323,6 +323,20 @@ def test_export_and_info_use_the_scale_measured_by_encode(tmp_path):
     assert shown["from"] == "aecli encode --scale-to-checkpoint"
 
 
+def test_malformed_latent_scale_is_reported_by_info_and_refused_by_export(tmp_path):
+    from aecli.checkpoint.format import LATENT_SCALE_KEY, set_metadata
+
+    model = create_model("ldm-kl", image_size=SIZE, channels=3, **TINY).eval()
+    ckpt = save_model(tmp_path / "m.safetensors", model, DataSpec(SIZE, 3, (-1.0, 1.0)))
+    set_metadata(ckpt, LATENT_SCALE_KEY, {"scale_factor": -2.0})
+    code, out = _cli("info", ckpt, "--json")
+    assert code == 0, out  # an optional entry: the rest of the summary is still shown
+    assert "scale -2.0" in json.loads(out)["latent_scale"]["error"]
+    code, out = _cli("export", ckpt, "--diffusers", tmp_path / "hf")
+    assert code == 2 and "--scale-to-checkpoint" in out and len(out.strip().splitlines()) == 1, out
+    assert not (tmp_path / "hf" / "config.json").exists()
+
+
 def test_export_refuses_other_families(tmp_path):
     model = create_model("conv-vae", image_size=SIZE, channels=3, widths=(4, 8), latent_dim=4)
     ckpt = save_model(tmp_path / "c.safetensors", model, DataSpec(SIZE, 3, (-1.0, 1.0)))
