@@ -13,6 +13,7 @@ import torch
 
 from aecli.atomic import check_writable
 from aecli.errors import UsageError
+from aecli.models.registry import supported_commands
 
 # Why a family cannot do something, in the words a user needs (see `aecli models` for the table).
 _NO_ENCODER = "it has no encoder (a GAN only generates images from z)"
@@ -24,8 +25,6 @@ def check_capability(model: Any, path: str | os.PathLike[str], command: str, *, 
                      decoder: bool = False, prior: bool = False, sampling: bool = False) -> None:
     """Raise UsageError naming the family, the command and why, when ``model`` (a model or a family
     class) lacks a capability. ``sampling``: `sample`, with or without --fit."""
-    from aecli.commands.models import supported_commands
-
     reasons = []
     if encoder and not model.has_encoder:
         reasons.append(_NO_ENCODER)

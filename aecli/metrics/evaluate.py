@@ -204,7 +204,7 @@ class Evaluator:
     """Holds what a sweep shares: the device, metric networks, data sets and the reference cache."""
 
     def __init__(self, cfg: EvalConfig, log: Callable[[str], None] = lambda s: None) -> None:
-        from aecli.commands._common import resolve_device
+        from aecli.devices import resolve_device
 
         cfg.validate()
         cfg.require_weights()  # before any data or model is loaded: fail in well under a second
