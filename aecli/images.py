@@ -23,14 +23,17 @@ MAX_ROW_LABEL_PX = 220  # longer row labels are shortened in the middle
 
 
 def to_uint8(x01: torch.Tensor) -> torch.Tensor:
-    """[0,1] float (C,H,W) → uint8 (H,W,C) on CPU, rounded like torch-fidelity expects."""
-    return (x01.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu()
+    """[0, 1] float images (any layout, on their device) → uint8: clamped, ×255, rounded to nearest.
+    The one quantisation aecli applies: PNGs, GIFs and the Inception input (as torch-fidelity's folder
+    input would quantise them)."""
+    return (x01.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def _pil(x01: torch.Tensor):  # type: ignore[no-untyped-def]
+def to_pil(x01: torch.Tensor):  # type: ignore[no-untyped-def]
+    """A [0, 1] (C, H, W) image → PIL image (gray for one channel)."""
     from PIL import Image
 
-    arr = to_uint8(x01).numpy()
+    arr = to_uint8(x01).permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
 
 
@@ -38,7 +41,7 @@ def save_png(x01: torch.Tensor, path: str | os.PathLike[str]) -> None:
     from aecli.atomic import atomic_path
 
     with atomic_path(path) as tmp:
-        _pil(x01).save(tmp, format="PNG")
+        to_pil(x01).save(tmp, format="PNG")
 
 
 def grid_shape(n: int, columns: int | None = None) -> tuple[int, int]:
@@ -169,7 +172,7 @@ def save_grid(images01: torch.Tensor, path: str | os.PathLike[str], columns: int
     canvas = Image.new(mode, (lay.width, lay.height), 255 if mode == "L" else (255, 255, 255))
     resample = Image.NEAREST if max(height, width) <= NEAREST_MAX else Image.LANCZOS
     for i in range(n):
-        tile = _pil(images01[i])
+        tile = to_pil(images01[i])
         if tile.size != (lay.tile, lay.tile):
             tile = tile.resize((lay.tile, lay.tile), resample)
         canvas.paste(tile.convert(mode), lay.tile_xy(*divmod(i, lay.columns)))

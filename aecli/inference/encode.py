@@ -150,11 +150,10 @@ def encode(
             raise UsageError(f"{parts} holds shards of another encoding (other checkpoint, data or options); "
                              "delete it or use another --out")
     parts.mkdir(parents=True, exist_ok=True)
-    from aecli.atomic import write_text
+    from aecli.atomic import remove_stale_temps, write_text
 
     write_text(manifest, json.dumps(settings, indent=2))
-    for tmp in parts.glob(".*.tmp"):  # temp files of a write a kill interrupted
-        tmp.unlink(missing_ok=True)
+    remove_stale_temps(parts)  # temp files of a write a kill interrupted
 
     shard_count = math.ceil(len(ds) / shard_size)
     moments, resumed, has_logvar, has_indices = _Moments(), 0, False, False

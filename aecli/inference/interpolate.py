@@ -33,7 +33,7 @@ def save_gif(frames01: torch.Tensor, path: str | os.PathLike[str], frame_ms: int
     from PIL import Image
 
     from aecli.atomic import atomic_path
-    from aecli.images import to_uint8
+    from aecli.images import to_pil
 
     size = frames01.shape[-1]
     scale = max(1, -(-GIF_MIN_SIZE // size))
@@ -42,8 +42,7 @@ def save_gif(frames01: torch.Tensor, path: str | os.PathLike[str], frame_ms: int
         order += order[-2:0:-1]
     pictures = []
     for i in order:
-        arr = to_uint8(frames01[i]).numpy()
-        img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
+        img = to_pil(frames01[i])
         pictures.append(img.resize((img.width * scale, img.height * scale), Image.NEAREST) if scale > 1 else img)
     with atomic_path(path) as tmp:
         pictures[0].save(tmp, format="GIF", save_all=True, append_images=pictures[1:], duration=frame_ms, loop=0)

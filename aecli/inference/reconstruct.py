@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from aecli.errors import DataError, UsageError
+from aecli.metrics.reconstruction import psnr
 
 COMPARISON = "comparison.png"
 
@@ -67,11 +68,6 @@ def _grid_rows(rows: list[torch.Tensor]) -> torch.Tensor:
             r = r.expand(-1, channels, -1, -1)
         fixed.append(r)
     return torch.cat(fixed)
-
-
-def _psnr(a01: torch.Tensor, b01: torch.Tensor) -> torch.Tensor:
-    mse = (a01 - b01).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return 10.0 * torch.log10(1.0 / mse)
 
 
 @torch.no_grad()
@@ -172,7 +168,7 @@ def reconstruct(
                 labels = labels_for(model, len(x_u8), class_index, y, dev)
                 res = model(to_model_input(x_u8, spec.value_range), labels, sample_posterior=False)
                 recon = spec.to_unit_range(res.recon.float())
-                psnrs.append(_psnr(recon, x_u8.float() / 255.0).cpu())
+                psnrs.append(psnr(recon, x_u8.float() / 255.0).cpu())
                 recon = recon.cpu()
                 for img in recon:
                     dest = inside(target, out_names[i])

@@ -9,6 +9,7 @@ A folder of 50,000 samples is written batch by batch; nothing but one batch is h
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import os
@@ -127,12 +128,6 @@ def _check_manifest(folder: Path, settings: dict[str, Any]) -> None:
         raise UsageError(f"{folder} already holds sample PNGs not made by `aecli sample`; use an empty folder")
 
 
-def _remove_stale_temp_files(folder: Path) -> None:
-    """Temp files of a run killed mid-write (atomic writes never leave a partial PNG under its name)."""
-    for tmp in folder.glob("**/.sample_*.png.*.tmp"):
-        tmp.unlink(missing_ok=True)
-
-
 @torch.no_grad()
 def sample(
     checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *, n: int | None = 64,
@@ -142,7 +137,7 @@ def sample(
     data_root: str | None = None, progress: bool = True, tile_size: int | None = None,
 ) -> SampleResult:
     """Sample a checkpoint into ``out``: a ``.png`` path gives one grid, anything else a folder of PNGs."""
-    from aecli.atomic import write_text
+    from aecli.atomic import remove_stale_temps, write_text
     from aecli.data import open_for
     from aecli.devices import resolve_device
     from aecli.images import save_grid
@@ -205,7 +200,8 @@ def sample(
     out_path.mkdir(parents=True, exist_ok=True)
     with FolderLock(out_path, "sample"):  # two samplers into one folder would mix their sets
         _check_manifest(out_path, settings)
-        _remove_stale_temp_files(out_path)
+        # Temp files of a run killed mid-write (atomic writes never leave a partial PNG under its name).
+        remove_stale_temps(out_path, lambda target: fnmatch.fnmatch(target, "sample_*.png"), recursive=True)
         write_text(out_path / MANIFEST, json.dumps(settings, indent=2))
         written, skipped = _write_samples(out_path, plan, decode, batch_size, progress)
     return SampleResult(out_path, "folder", plan.n, written, skipped, prior, plan.rows, plan.columns, data_line)

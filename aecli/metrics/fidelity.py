@@ -22,6 +22,7 @@ import torch
 
 from aecli.atomic import atomic_path
 from aecli.errors import UsageError, WeightsMissingError
+from aecli.images import to_uint8  # noqa: F401  (evaluate quantises generated images with it)
 
 FEATURES = ("2048", "logits_unbiased")  # pool3 features (FID, KID) and logits (IS)
 KID_MAX_SUBSET = 1000
@@ -68,11 +69,6 @@ def load_inception(path: str | os.PathLike[str], device: Any) -> Any:
         raise WeightsMissingError(f"Inception weights {p} cannot be loaded strictly ({str(exc)[:160]}); "
                                   "give torch-fidelity's weights-inception-2015-12-05 file") from None
     return model.to(device)
-
-
-def to_uint8(x01: torch.Tensor) -> torch.Tensor:
-    """[0, 1] float images → uint8, the quantisation torch-fidelity's folder input would apply."""
-    return (x01.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 @torch.no_grad()
