@@ -124,8 +124,8 @@ def test_cli_shows_class_columns_and_writes_json_csv(ckpts, tmp_path):
     out_json, out_csv = tmp_path / "r.json", tmp_path / "r.csv"
     result = CliRunner().invoke(app, [
         "evaluate", str(ckpts["cond"]), str(ckpts["plain"]), "--metrics", "class-acc", "--class-samples",
-        str(SAMPLES), "--n", "8", "--device", "cpu", "--cache-dir", str(ckpts["cache"]), "--json", str(out_json),
-        "--csv", str(out_csv)])
+        str(SAMPLES), "--n", "8", "--device", "cpu", "--cache-dir", str(ckpts["cache"]), "--json-out", str(out_json),
+        "--csv-out", str(out_csv)])
     assert result.exit_code == 0, result.output
     for text in ("class_acc", "class_conf", "class_ceiling", "per class", "not class-conditional"):
         assert text in result.output

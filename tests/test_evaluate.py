@@ -157,7 +157,7 @@ def test_cli_evaluate_writes_json_and_csv_with_lpips(files, tmp_path):
     out_json, out_csv = tmp_path / "r.json", tmp_path / "r.csv"
     result = CliRunner().invoke(app, [
         "evaluate", str(files["mlp"]), str(files["vae"]), "--metrics", "psnr,lpips", "--n", "6",
-        "--device", "cpu", "--lpips-weights", files["alexnet"], "--json", str(out_json), "--csv", str(out_csv)])
+        "--device", "cpu", "--lpips-weights", files["alexnet"], "--json-out", str(out_json), "--csv-out", str(out_csv)])
     assert result.exit_code == 0, result.output
     assert "mlp.safetensors" in result.output and "upsampled" in result.output
     data = json.loads(out_json.read_text())
@@ -200,7 +200,7 @@ def test_default_metrics_work_offline_and_say_what_was_skipped(files, tmp_path, 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
     out = tmp_path / "r.json"
     result = CliRunner().invoke(app, ["evaluate", str(files["mlp"]), "--n", "6", "--device", "cpu",
-                                      "--json", str(out)])
+                                      "--json-out", str(out)])
     assert result.exit_code == 0, result.output
     assert sorted(json.loads(out.read_text())["rows"][0]["values"]) == \
         ["l1", "l1_std", "mse", "mse_std", "psnr", "psnr_std", "ssim", "ssim_std"]
@@ -210,6 +210,6 @@ def test_default_metrics_work_offline_and_say_what_was_skipped(files, tmp_path, 
     asked = CliRunner().invoke(app, ["evaluate", str(files["mlp"]), "--metrics", "psnr,lpips", "--device", "cpu"])
     assert asked.exit_code == 2 and "aecli weights download" in asked.output
     present = CliRunner().invoke(app, ["evaluate", str(files["mlp"]), "--n", "6", "--device", "cpu",
-                                       "--lpips-weights", files["alexnet"], "--json", str(out)])
+                                       "--lpips-weights", files["alexnet"], "--json-out", str(out)])
     assert present.exit_code == 0 and "skipped" not in present.output, present.output
     assert "lpips" in json.loads(out.read_text())["rows"][0]["values"]

@@ -106,7 +106,7 @@ def test_cli_names_the_protocol_next_to_every_number(weights, tmp_path) -> None:
         result = CliRunner().invoke(app, [
             "evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--metrics", "fid,kid,is",
             "--device", "cpu", "--fid-backend", backend, "--clean-fid-mode", mode, "--inception-weights",
-            weights[backend], "--cache-dir", str(tmp_path / f"cache-{backend}-{mode}"), "--json", str(out)])
+            weights[backend], "--cache-dir", str(tmp_path / f"cache-{backend}-{mode}"), "--json-out", str(out)])
         assert result.exit_code == 0, result.output
         report = json.loads(out.read_text())
         row = report["rows"][0]

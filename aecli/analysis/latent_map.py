@@ -62,7 +62,7 @@ class LatentMapConfig:
             raise UsageError(f"--save-latents must end in {' or '.join(LATENT_FORMATS)}, got {self.save_latents!r}")
         from aecli.atomic import check_writable
 
-        for option, path in (("--out", self.out), ("--save-latents", self.save_latents), ("--json", self.json_out)):
+        for option, path in (("--out", self.out), ("--save-latents", self.save_latents), ("--json-out", self.json_out)):
             if path:
                 check_writable(path, option)
         if not _written_by_tsne(self.csv_path):

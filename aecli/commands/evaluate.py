@@ -21,7 +21,7 @@ METRICS_HELP = ("Comma list of: l1, mse (on [0,1] images), psnr, ssim, ms-ssim, 
                 "cached in --cache, scores --class-samples draws per class; columns class_acc = share "
                 "classified as the asked class, class_conf = mean softmax probability of the asked class, "
                 "class_ceiling = the classifier's accuracy on real val images; each the mean over classes, "
-                "per class as class_acc[NAME], class_conf[NAME], class_ceiling[NAME] in --json/--csv). "
+                "per class as class_acc[NAME], class_conf[NAME], class_ceiling[NAME] in --json-out/--csv-out). "
                 "Default: l1, mse, psnr, ssim, plus lpips when its pretrained weights are on this machine "
                 "(skipped with a note saying how to get them otherwise); FID-type metrics need the Inception "
                 "weights.")
@@ -87,10 +87,10 @@ def evaluate(
     codebook_plots: Annotated[Optional[Path], typer.Option(help="codebook: write each checkpoint's per-code "
                                                            "usage histogram here (<run>_<checkpoint>_codebook.png).",
                                                            rich_help_panel=PANEL_OUTPUT)] = None,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write values, N, sizes, device, library "
+    json_path: Annotated[Optional[Path], typer.Option("--json-out", help="Write values, N, sizes, device, library "
                                                       "versions, weights hashes and the FID protocol as JSON.",
                                                       rich_help_panel=PANEL_OUTPUT)] = None,
-    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write one CSV line per row.",
+    csv_path: Annotated[Optional[Path], typer.Option("--csv-out", help="Write one CSV line per row.",
                                                      rich_help_panel=PANEL_OUTPUT)] = None,
 ) -> None:
     """Score checkpoints (one row each, one pass over the data per checkpoint, reference statistics
@@ -107,7 +107,7 @@ def evaluate(
         raise UsageError("give one or more checkpoints, or --pred DIR --ref DIR")
     from aecli.atomic import check_writable
 
-    for option, path in (("--json", json_path), ("--csv", csv_path)):
+    for option, path in (("--json-out", json_path), ("--csv-out", csv_path)):
         if path is not None:
             check_writable(path, option)  # before the (long) evaluation, not after it
     # The weights check runs before torch is even imported: a missing file fails in well under a second.
@@ -152,4 +152,4 @@ def evaluate(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("evaluate", cls=aliased(m="--metrics", cache_dir="--cache"))(evaluate)
+    app.command("evaluate", cls=aliased(m="--metrics", cache_dir="--cache", json="--json-out", csv="--csv-out"))(evaluate)
