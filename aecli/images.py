@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from aecli.atomic import atomic_path
+from aecli.errors import UsageError
 
 MIN_TILE = 96  # default on-screen size of a tile: 8–32 px images are unreadable at 1:1
 NEAREST_MAX = 64  # up to this size tiles are enlarged by nearest neighbour (pixel art stays pixel art)
@@ -31,15 +35,11 @@ def to_uint8(x01: torch.Tensor) -> torch.Tensor:
 
 def to_pil(x01: torch.Tensor):  # type: ignore[no-untyped-def]
     """A [0, 1] (C, H, W) image → PIL image (gray for one channel)."""
-    from PIL import Image
-
     arr = to_uint8(x01).permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
 
 
 def save_png(x01: torch.Tensor, path: str | os.PathLike[str]) -> None:
-    from aecli.atomic import atomic_path
-
     with atomic_path(path) as tmp:
         to_pil(x01).save(tmp, format="PNG")
 
@@ -60,8 +60,6 @@ def tile_size_for(size: int, tile_size: int | None = None) -> int:
     factor that reaches MIN_TILE px (32 → 96, 28 → 112, 64 → 128), larger ones as they are."""
     if tile_size is not None:
         if tile_size < 1:
-            from aecli.errors import UsageError
-
             raise UsageError(f"--tile-size must be at least 1 pixel, got {tile_size}")
         return tile_size
     if size > NEAREST_MAX:
@@ -71,8 +69,6 @@ def tile_size_for(size: int, tile_size: int | None = None) -> int:
 
 def _font(px: int = FONT_PX):  # type: ignore[no-untyped-def]
     """DejaVu Sans from matplotlib (a dependency): it has −, × and ·, which Pillow's own font lacks."""
-    from PIL import ImageFont
-
     try:
         import matplotlib
 
@@ -160,10 +156,6 @@ def save_grid(images01: torch.Tensor, path: str | os.PathLike[str], columns: int
     each row, ``column_labels`` (may hold "\\n") above each column, ``title`` on top. Tiles are
     enlarged to tile_size_for(size, tile_size); one-channel batches give a greyscale PNG.
     """
-    from PIL import Image, ImageDraw
-
-    from aecli.atomic import atomic_path
-
     images01 = images01.detach().float().cpu()
     n, channels, height, width = images01.shape
     lay = grid_layout(n, max(height, width), columns, row_labels=row_labels, column_labels=column_labels,

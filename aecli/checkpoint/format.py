@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aecli
 from aecli.atomic import atomic_path
 from aecli.data.spec import DataSpec
 from aecli.errors import CheckpointError, UsageError
@@ -230,13 +231,12 @@ def _check_data_spec(spec: DataSpec) -> None:
 
 def build_from_header(header: CheckpointHeader) -> Autoencoder:
     """Build the (untrained) model a header describes, only from registered families."""
-    from aecli.models.registry import create_model, list_models
+    # Imported here: the registry builds torch modules, and reading a header stays torch-free.
+    from aecli.models.registry import create_model, get_family, list_models
 
     if header.family not in list_models():
         raise CheckpointError(f"{header.path}: unknown model family {header.family!r}; this aecli knows "
                               f"{', '.join(list_models())} (a newer aecli may know it)")
-    from aecli.models.registry import get_family
-
     # A config saved before an option existed means that option's legacy value, not today's default.
     config = {**get_family(header.family).Config.LEGACY, **header.config}
     try:
@@ -356,8 +356,6 @@ def save_model(path: str | os.PathLike[str], model: Autoencoder, data: DataSpec,
     """
     import torch
     from safetensors.torch import save_file
-
-    import aecli
 
     state = model.state_dict()
     # Checked here, not at load time: a mismatch is a bug in the caller and must not reach a file.

@@ -33,6 +33,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from aecli.data import cache, folders, quickdraw
 from aecli.data.catalog import Catalog, DecodeOptions
 from aecli.data.decode import IMAGE_EXTENSIONS
 from aecli.data.imageset import ImageSet, concat, select_rows
@@ -60,8 +61,6 @@ class _Resolved:
 
 
 def _resolve(source: str | Sequence[str], data_root: str | None, download: bool) -> _Resolved:
-    from aecli.data import folders
-
     if not isinstance(source, str):
         files = [str(s) for s in source]
         if not files:
@@ -96,8 +95,6 @@ def _majority_kind(path: Path, announce: bool) -> tuple[str, list[tuple[str, int
     whichever kind it holds more files of. One stray ``latents.npy`` must not turn a folder of PNGs
     into QuickDraw data, nor a preview PNG a QuickDraw folder into an image folder. With ``announce``
     a mixed folder's choice is said, with the prefix that overrides it."""
-    from aecli.data import folders, quickdraw
-
     npy = quickdraw.npy_files(path)
     if not npy:
         return "images", None  # the common case: no walk here, the catalog walks once
@@ -118,8 +115,6 @@ def _majority_kind(path: Path, announce: bool) -> tuple[str, list[tuple[str, int
 
 
 def _folder_by_majority(path: Path) -> Catalog:
-    from aecli.data import folders, quickdraw
-
     kind, images = _majority_kind(path, announce=True)
     if kind == "quickdraw":
         return quickdraw.quickdraw_catalog(path)
@@ -182,9 +177,7 @@ def _materialize(catalog: Catalog, indices: np.ndarray, opts: DecodeOptions,
                  cache_dir: str | None) -> tuple[ImageSet, list[int]]:
     """Decode ``indices`` of ``catalog`` (or read them from the cache) → (ImageSet, skipped indices)."""
     if cache_dir is not None:
-        from aecli.data.cache import load_or_build
-
-        store = load_or_build(cache_dir, catalog, opts)
+        store = cache.load_or_build(cache_dir, catalog, opts)
         pos = np.searchsorted(store.rows, indices)
         pos_ok = np.minimum(pos, max(len(store.rows) - 1, 0))
         present = (pos < len(store.rows)) & (store.rows[pos_ok] == indices) if len(store.rows) else \
@@ -363,8 +356,6 @@ def open_splits(
 def _open_split(resolved: _Resolved, split: str, *, image_size: int, channels: int, val_count: int | None,
                 val_fraction: float | None, strict: bool | None, cache_dir: str | None, limit: int | None,
                 workers: int | None, progress: bool) -> ImageSet:
-    from aecli.data.folders import default_workers
-
     parts = _select(resolved, split, val_count, val_fraction)
     split_size = sum(len(i) for _, i in parts)
     if limit is not None:
@@ -373,7 +364,7 @@ def _open_split(resolved: _Resolved, split: str, *, image_size: int, channels: i
             capped.append((catalog, idx[:left]))
             left -= len(capped[-1][1])
         parts = [(c, i) for c, i in capped if len(i)] or capped[:1]
-    opts = DecodeOptions(image_size, channels, workers or default_workers(), progress)
+    opts = DecodeOptions(image_size, channels, workers or folders.default_workers(), progress)
     sets, skipped_names, listed, reasons = [], [], 0, {}
     for catalog, idx in parts:
         data, skipped = _materialize(catalog, idx, opts, cache_dir)
@@ -416,10 +407,8 @@ def _named(name: str, reasons: dict[str, str]) -> str:
 def _source_id(parts: list[tuple[Catalog, np.ndarray]], opts: DecodeOptions, split: str,
                val_count: int | None, val_fraction: float | None, limit: int | None, explicit: bool) -> str:
     """Stable identity of exactly these images (evaluate keys its FID reference statistics on it)."""
-    from aecli.data.cache import store_key
-
     text = json.dumps({
-        "stores": [store_key(c, opts.image_size, opts.channels) for c, _ in parts],
+        "stores": [cache.store_key(c, opts.image_size, opts.channels) for c, _ in parts],
         "split": "files" if explicit else split, "val_count": val_count, "val_fraction": val_fraction,
         "limit": limit,
     })
