@@ -107,7 +107,7 @@ def test_second_call_hits_the_classifier_cache(ckpts, monkeypatch, tmp_path):
     assert len(list(ckpts["cache"].glob("classifier-*.json"))) == 1
     # Another hyperparameter set is another cache entry: here it would have to be trained.
     three_epochs = classifier_mod.ClassifierConfig(epochs=3)
-    monkeypatch.setattr("aecli.metrics.evaluate.ClassifierConfig", lambda: three_epochs)
+    monkeypatch.setattr(classifier_mod, "ClassifierConfig", lambda: three_epochs)
     with pytest.raises(AssertionError, match="retrained"):
         evaluate_checkpoints([ckpts["cond"]], _cfg(ckpts))
 

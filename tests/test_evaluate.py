@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import tiny_model
+from conftest import save_random_inception, tiny_model
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -20,7 +20,6 @@ from aecli.data.spec import DataSpec
 from aecli.errors import DataError, UsageError
 from aecli.metrics import reconstruction as rec
 from aecli.metrics.evaluate import EvalConfig, evaluate_checkpoints, evaluate_folders
-from aecli.weights import save_random_inception
 
 SIZE = 16
 

@@ -87,7 +87,9 @@ def _png(path: Path, seed: int) -> None:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from aecli.weights import WEIGHT_FILES, save_random_inception
+    from conftest import save_random_inception
+
+    from aecli.weights import WEIGHT_FILES
 
     root = tmp_path_factory.mktemp("readme")
     home = root / "home"
