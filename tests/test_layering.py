@@ -11,20 +11,23 @@ import aecli
 
 ROOT = Path(aecli.__file__).parent
 # Top to bottom. A module in layer i may import from its own package and from any layer below i; the
-# packages of a layer that is one unit (UNITS) may also import each other.
+# command line (layer 0) is one unit.
 LAYERS = [
     {"cli", "__main__", "commands", "completion"},
     {"analysis", "reporting"},  # t-SNE/latent maps over inference; run-folder reports
     {"inference", "training", "interop"},  # what the commands do
     {"metrics"},
     {"checkpoint", "losses"},
+    {"pretrained"},  # LPIPS/Inception networks built from the files below
+    {"weights"},  # which pretrained files, where, their hashes, download
     {"models", "data"},
-    {"pretrained", "weights"},  # pretrained files: where they live, their digests, building LPIPS/Inception
     {"devices", "hashing", "images", "locking", "progress", "untrusted"},
     {"atomic"},
     {"errors", ""},  # "": aecli itself (its version)
 ]
-UNITS = (0, 6)  # the command line; the pretrained files
+# Imports that break the layering (none left: pretrained-weights construction moved below metrics).
+# Nothing may be added here.
+KNOWN: set[tuple[str, str]] = set()
 
 
 def _package(module: str) -> str:
@@ -61,9 +64,9 @@ def test_every_import_goes_down_the_layers() -> None:
         source = _package(".".join(rel.with_suffix("").parts))
         for line, module in _imports(path):
             target = _package(module)
-            if target == source:
+            if target == source or (source, target) in KNOWN:
                 continue
-            if _layer(target) < _layer(source) or (_layer(target) == _layer(source) and _layer(source) not in UNITS):
+            if _layer(target) < _layer(source) or _layer(target) == _layer(source) != 0:
                 bad.append(f"{rel}:{line} imports {module} (layer {_layer(target)} from layer {_layer(source)})")
     assert not bad, "\n".join(bad)
 
