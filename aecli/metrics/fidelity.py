@@ -20,7 +20,6 @@ import torch
 
 from aecli.atomic import atomic_path
 from aecli.errors import UsageError
-from aecli.images import to_uint8  # noqa: F401  (evaluate quantises generated images with it)
 from aecli.pretrained import INCEPTION_FEATURES, load_clean_fid_inception, load_inception
 from aecli.weights import FID_BACKENDS
 
