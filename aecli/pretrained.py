@@ -14,13 +14,15 @@ import pickle
 import tempfile
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
 
 from aecli.errors import WeightsMissingError
-from aecli.weights import check_net, lpips_linear_path, remedy, weight_file
+from aecli.hashing import sha256_file
+from aecli.weights import Needed, file_problem, check_net, lpips_linear_path, needed_files, remedy, weight_file
 
 if TYPE_CHECKING:
     import lpips
@@ -215,3 +217,45 @@ def load_clean_fid_inception(path: str | os.PathLike[str], device: Any, resize_i
         raise WeightsMissingError(f"clean-fid Inception weights {p} cannot be loaded ({str(exc).splitlines()[0][:160]}"
                                   "); give clean-fid's inception-2015-12-05.pt (TorchScript)") from None
     return model
+
+
+@dataclass
+class FileStatus:
+    need: Needed
+    ok: bool
+    detail: str  # "sha256 ok", "strict load ok", or what is wrong
+
+
+def check_files(needs: Iterable[str], lpips_net: str = "alex", weights_dir: str | None = None,
+                inception_weights: str | None = None, lpips_weights: str | None = None,
+                fid_backend: str = "torch-fidelity") -> list[FileStatus]:
+    """Per file: present, readable, and its hash (or, without a published hash, a strict load) OK."""
+    out = []
+    for need in needed_files(needs, lpips_net, weights_dir, inception_weights, lpips_weights, fid_backend):
+        problem = file_problem(need.path)
+        if problem:
+            out.append(FileStatus(need, False, problem))
+        elif need.sha256_prefix:
+            digest = sha256_file(need.path)
+            ok = digest.startswith(need.sha256_prefix)
+            out.append(FileStatus(need, ok, "sha256 ok" if ok else
+                                  f"sha256 {digest[:12]}… does not start with {need.sha256_prefix} (corrupt or "
+                                  "a different file)"))
+        else:
+            try:
+                _strict_check(need, lpips_net)
+                out.append(FileStatus(need, True, "strict load ok"))
+            except WeightsMissingError as exc:
+                out.append(FileStatus(need, False, str(exc)))
+    return out
+
+
+def _strict_check(need: Needed, lpips_net: str) -> None:
+    if need.kind == "linear":
+        lpips_linear_state(lpips_net, need.path)
+    elif need.kind == "inception":
+        load_inception(need.path, "cpu")
+    elif need.kind == "inception-clean-fid":
+        load_clean_fid_inception(need.path, "cpu", resize_inside=True)
+    else:
+        backbone_features(lpips_net, need.path)

@@ -176,7 +176,7 @@ def missing_files(needs: Iterable[str], lpips_net: str = "alex", weights_dir: st
     """
     return [(need, problem)
             for need in needed_files(needs, lpips_net, weights_dir, inception_weights, lpips_weights, fid_backend)
-            if (problem := _file_problem(need.path))]
+            if (problem := file_problem(need.path))]
 
 
 def require_weights(needs: Iterable[str], lpips_net: str = "alex", weights_dir: str | None = None,
@@ -192,7 +192,7 @@ def require_weights(needs: Iterable[str], lpips_net: str = "alex", weights_dir: 
                                   + remedy(needs, lpips_net, weights_dir, fid_backend))
 
 
-def _file_problem(path: Path) -> str:
+def file_problem(path: Path) -> str:
     if not path.exists():
         return "does not exist"
     if not path.is_file():
@@ -204,50 +204,6 @@ def _file_problem(path: Path) -> str:
     except OSError as exc:
         return f"is not readable ({exc.strerror})"
     return ""
-
-
-@dataclass
-class FileStatus:
-    need: Needed
-    ok: bool
-    detail: str  # "sha256 ok", "strict load ok", or what is wrong
-
-
-def check_files(needs: Iterable[str], lpips_net: str = "alex", weights_dir: str | None = None,
-                inception_weights: str | None = None, lpips_weights: str | None = None,
-                fid_backend: str = "torch-fidelity") -> list[FileStatus]:
-    """Per file: present, readable, and its hash (or, without a published hash, a strict load) OK."""
-    out = []
-    for need in needed_files(needs, lpips_net, weights_dir, inception_weights, lpips_weights, fid_backend):
-        problem = _file_problem(need.path)
-        if problem:
-            out.append(FileStatus(need, False, problem))
-        elif need.sha256_prefix:
-            digest = sha256_file(need.path)
-            ok = digest.startswith(need.sha256_prefix)
-            out.append(FileStatus(need, ok, "sha256 ok" if ok else
-                                  f"sha256 {digest[:12]}… does not start with {need.sha256_prefix} (corrupt or "
-                                  "a different file)"))
-        else:
-            try:
-                _strict_check(need, lpips_net)
-                out.append(FileStatus(need, True, "strict load ok"))
-            except WeightsMissingError as exc:
-                out.append(FileStatus(need, False, str(exc)))
-    return out
-
-
-def _strict_check(need: Needed, lpips_net: str) -> None:
-    from aecli import pretrained  # torch: only `weights check` of a file without a published hash gets here
-
-    if need.kind == "linear":
-        pretrained.lpips_linear_state(lpips_net, need.path)
-    elif need.kind == "inception":
-        pretrained.load_inception(need.path, "cpu")
-    elif need.kind == "inception-clean-fid":
-        pretrained.load_clean_fid_inception(need.path, "cpu", resize_inside=True)
-    else:
-        pretrained.backbone_features(lpips_net, need.path)
 
 
 def download(needs: Iterable[str], lpips_net: str = "alex", weights_dir: str | None = None,

@@ -12,6 +12,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*(pretrained|weight enum).*:Use
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from aecli.images import to_uint8
 from aecli.metrics import fidelity
 from aecli.metrics import reconstruction as rec
 from aecli.metrics.latent_stats import LatentStats
@@ -161,7 +162,7 @@ def test_fid_low_rank_route_equals_torch_fidelity_formula():
 
 def test_to_uint8_rounds():
     x = torch.tensor([0.0, 0.5 / 255, 1.6 / 255, 1.2, -0.3]).view(1, 1, 1, 5)
-    assert fidelity.to_uint8(x).flatten().tolist() == [0, 0, 2, 255, 0]  # round half to even at .5
+    assert to_uint8(x).flatten().tolist() == [0, 0, 2, 255, 0]  # round half to even at .5
 
 
 def test_latent_stats_match_direct_computation():

@@ -62,7 +62,8 @@ def check(
     """Per file: present, readable, SHA-256 (or a strict load) OK. Never touches the network.
 
     Piped or redirected: one tab-separated line per file (status, path, use, detail), never wrapped."""
-    from aecli.weights import check_files, export_line, remedy
+    from aecli.pretrained import check_files
+    from aecli.weights import export_line, remedy
 
     wanted = _needs(metrics)
     statuses, seen = [], set()

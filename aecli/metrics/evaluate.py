@@ -24,6 +24,7 @@ from aecli.data.spec import DataSpec
 from aecli.devices import resolve_device
 from aecli.errors import UsageError
 from aecli.hashing import sha256_file
+from aecli.images import to_uint8
 from aecli.metrics import DEFAULT_METRICS, fidelity
 from aecli.metrics.baseline import parse_baseline, pca_row
 from aecli.metrics.latent_stats import DEFAULT_ACTIVE_THRESHOLD
@@ -184,7 +185,7 @@ class Evaluator:
         done = 0
         while done < n:
             b = min(self.cfg.batch_size, n - done)
-            bank.add(self.features(fidelity.to_uint8(sampler(b, gen))))
+            bank.add(self.features(to_uint8(sampler(b, gen))))
             done += b
         self._distribution_metrics(row, bank.result(), ref, wanted, n, "generated")
 
@@ -257,7 +258,7 @@ class Evaluator:
                 for m in passing:
                     m.update(batch)
                 if recon_dist:
-                    rec_bank.add(self.features(fidelity.to_uint8(batch.pred)))
+                    rec_bank.add(self.features(to_uint8(batch.pred)))
         if collect_ref:
             assert ref_id is not None
             ref = ref_bank.result()

@@ -36,11 +36,6 @@ def protocol() -> str:
             "(x.clamp(0,1)*255).round(), TF1 bilinear resize to 299 — not comparable with clean-fid")
 
 
-def to_uint8(x01: torch.Tensor) -> torch.Tensor:
-    """[0, 1] float images → uint8, the quantisation torch-fidelity's folder input would apply."""
-    return (x01.clamp(0, 1) * 255).round().to(torch.uint8)
-
-
 @torch.no_grad()
 def inception_features(model: Any, images_u8: torch.Tensor) -> dict[str, torch.Tensor]:
     """Features of uint8 (B, C, H, W) images (gray repeated to RGB, like PIL's convert("RGB")), on CPU."""
