@@ -11,7 +11,6 @@ import dataclasses
 import datetime as _dt
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,17 +19,7 @@ from aecli.atomic import write_text
 from aecli.errors import UsageError
 from aecli.locking import LOCK_FILE
 from aecli.training.config import TrainConfig
-from aecli.training.state import STATE_FILE
-
-CONFIG_FILE = "config.json"
-COMMAND_FILE = "command.txt"
-# Files aecli writes at the top of a run folder (beside grids/ and tensorboard/): only these are pruned
-# or cleaned, and a folder holding anything else is not this run's.
-PERIODIC = re.compile(r"^step\d{8}\.safetensors$")
-RUN_FILES = ("last.safetensors", "best.safetensors", STATE_FILE, CONFIG_FILE, COMMAND_FILE, "metrics.jsonl",
-             "metrics.csv", "loss_curves.png")
-RUN_FOLDERS = ("grids", "tensorboard")
-_TEMP = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")  # aecli.atomic's temp files
+from aecli.training.rundir import RunDir
 
 # Options a resumed run may take with new values: how long to train, where and how to run, what to
 # log. Every other option shapes the result and must equal the run's own.
@@ -49,23 +38,6 @@ def default_run_dir(family: str) -> Path:
     return Path("runs") / name
 
 
-def is_run_file(name: str) -> bool:
-    return name in RUN_FILES or bool(PERIODIC.match(name))
-
-
-def aecli_temp_file(name: str) -> bool:
-    """A temp file a killed atomic write of one of the run's files left behind."""
-    m = _TEMP.match(name)
-    return bool(m) and (is_run_file(m.group("name")) or m.group("name").startswith(LOCK_FILE[1:]))
-
-
-def remove_stale_temp_files(run_dir: Path) -> None:
-    """Temp files are never read; only those of aecli's own run files are removed."""
-    for tmp in run_dir.glob(".*.tmp"):
-        if aecli_temp_file(tmp.name):
-            tmp.unlink(missing_ok=True)
-
-
 def _flag(key: str) -> str:
     # Config keys whose option has another name (one name per idea across commands).
     return {"grid_size": "--grid-columns", "ema": "--ema-decay"}.get(key, "--" + key.replace("_", "-"))
@@ -81,22 +53,22 @@ def resume_dir(resume: str | None, out: str | None) -> Path | None:
     if resume == "auto":
         if not out:
             raise UsageError("--resume auto needs --out RUN_DIR (the folder to continue or create)")
-        return Path(out) if (Path(out) / STATE_FILE).exists() else None
+        return Path(out) if RunDir(Path(out)).state.exists() else None
     if resume:
         run_dir = Path(resume)
-        if not (run_dir / STATE_FILE).exists():
-            raise UsageError(f"--resume {run_dir}: no {STATE_FILE} there; it is not a run folder to continue")
+        if not RunDir(run_dir).state.exists():
+            raise UsageError(f"--resume {run_dir}: no {RunDir.STATE} there; it is not a run folder to continue")
         return run_dir
     return None
 
 
 def read_run_config(run_dir: Path) -> TrainConfig:
     """The run's recorded config, every value checked (it is a file anyone could have edited)."""
-    path = run_dir / CONFIG_FILE
+    path = RunDir(run_dir).config
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot resume {run_dir}: {CONFIG_FILE} is missing or unreadable ({exc})") from None
+        raise UsageError(f"cannot resume {run_dir}: {RunDir.CONFIG} is missing or unreadable ({exc})") from None
     try:
         cfg = TrainConfig.from_dict(raw, where=str(path))
         from aecli.models import get_family
@@ -118,7 +90,7 @@ def _legacy_options(run_dir: Path, family: str) -> dict[str, Any]:
     from aecli.models import get_family
 
     legacy = get_family(family).Config.LEGACY
-    ckpt = run_dir / "last.safetensors"
+    ckpt = RunDir(run_dir).last
     if not legacy or not ckpt.is_file():
         return {}
     header = read_header(ckpt)
@@ -168,7 +140,7 @@ def merge_resume(saved: TrainConfig, cfg: TrainConfig, given: set[str] | None, r
 def _same_run(run_dir: Path, cfg: TrainConfig) -> bool:
     """Does the folder's config.json describe ``cfg`` (an earlier start of this run that saved no state)?"""
     try:
-        other = TrainConfig.from_dict(json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8")))
+        other = TrainConfig.from_dict(json.loads(RunDir(run_dir).config.read_text(encoding="utf-8")))
     except (OSError, ValueError, UsageError):
         return False
     ignore = set(RESUMABLE) | {"command_line", "out"}
@@ -199,15 +171,15 @@ def make_run_dir(run_dir: Path) -> list[Path]:
 def check_fresh_run_dir(run_dir: Path, cfg: TrainConfig) -> None:
     """A fresh run starts only in an empty folder, or one holding an earlier start of this very run
     that saved no state (a kill before the first checkpoint): never over another run or a user's files."""
-    if (run_dir / STATE_FILE).exists():
+    if RunDir(run_dir).state.exists():
         raise UsageError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                          "(or --resume auto), or choose another --out")
     try:
-        entries = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE and not aecli_temp_file(p.name))
+        entries = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE and not RunDir.is_temp_file(p.name))
     except OSError as exc:
         raise UsageError(f"cannot read run folder {run_dir}: {exc.strerror}; choose another --out") from None
-    ours = all(is_run_file(n) or n in RUN_FOLDERS for n in entries)
-    if entries and not (ours and CONFIG_FILE in entries and _same_run(run_dir, cfg)):
+    ours = all(RunDir.is_run_file(n) or n in RunDir.FOLDERS for n in entries)
+    if entries and not (ours and RunDir.CONFIG in entries and _same_run(run_dir, cfg)):
         shown = ", ".join(entries[:4]) + (", …" if len(entries) > 4 else "")
         raise UsageError(f"--out {run_dir} is not empty ({shown}) and holds no run state to continue; "
                          "choose a new --out, or empty the folder")
@@ -223,15 +195,16 @@ def remove_folders(created: list[Path]) -> None:
 
 def remove_unstarted(run_dir: Path, created: list[Path]) -> None:
     """A fresh run that failed before its first step: remove what it wrote, and the folders it made."""
-    for name in (CONFIG_FILE, COMMAND_FILE):
-        (run_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
-    remove_stale_temp_files(run_dir)
+    run = RunDir(run_dir)
+    for path in (run.config, run.command):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(run.tensorboard, ignore_errors=True)
+    run.remove_stale_temp_files()
     remove_folders(created)
 
 
 def write_run_config(run_dir: Path, cfg: TrainConfig) -> None:
     """config.json: the run's settings (a resume rewrites it with the new plan); command.txt: the command
     lines that made the run, one per line (a resume adds its own)."""
-    write_text(run_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
-    write_text(run_dir / COMMAND_FILE, "\n".join(cfg.command_line.split(" && ")) + "\n")
+    write_text(RunDir(run_dir).config, json.dumps(cfg.to_dict(), indent=2))
+    write_text(RunDir(run_dir).command, "\n".join(cfg.command_line.split(" && ")) + "\n")

@@ -48,20 +48,19 @@ from aecli.training.logs import Console, MetricsLog
 from aecli.training.trackers import open_trackers
 from aecli.training.schedules import LRSchedule
 from aecli.training.runfolder import (
-    PERIODIC,
     check_fresh_run_dir,
     default_run_dir,
     make_run_dir,
     merge_resume,
     read_run_config,
     remove_folders,
-    remove_stale_temp_files,
     remove_unstarted,
     resume_dir,
     write_run_config,
 )
 from aecli.training.setup import fit_warnings, prepare
-from aecli.training.state import STATE_FILE, Counters, load_state, save_state
+from aecli.training.rundir import RunDir
+from aecli.training.state import Counters, load_state, save_state
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 _SIGNALLED, _OUT_OF_TIME = 2, 1  # stop votes: a signal outranks the clock
@@ -123,6 +122,7 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Path, resume: bool, started: float | None = None) -> None:
         self.cfg = cfg
         self.run_dir = run_dir
+        self.files = RunDir(run_dir)
         # --max-time counts from the command's start (data loading included), like a Slurm time limit
         self.deadline = (started or time.time()) + parse_duration(cfg.max_time) if cfg.max_time else None
         self.stopped = ""
@@ -134,7 +134,7 @@ class Trainer:
         # wrapped, so nothing would re-broadcast its weights). Ranks get their own noise stream below.
         torch.manual_seed(cfg.seed)
         if self.main:
-            remove_stale_temp_files(run_dir)
+            self.files.remove_stale_temp_files()
 
         prepared = prepare(cfg, progress=self.main and sys.stdout.isatty())
         self.spec = prepared.spec
@@ -437,7 +437,6 @@ class Trainer:
         written = []
         model = self.model
         model.eval()
-        grids = self.run_dir / "grids"
         if not self.is_gan and len(self.val_set) > 0:
             idx = list(range(min(n, len(self.val_set))))
             x_u8 = torch.stack([self.val_set[i][0] for i in idx]).to(self.device)
@@ -445,7 +444,7 @@ class Trainer:
             x = to_model_input(x_u8, self.spec.value_range)
             recon = model(x, labels if model.is_conditional else None).recon
             both = torch.cat([self.spec.to_unit_range(x), self.spec.to_unit_range(recon.float())])
-            written.append(save_grid(both, grids / f"recon_e{epoch + 1:03d}.png", len(idx),
+            written.append(save_grid(both, self.files.grid("recon", epoch + 1), len(idx),
                                      row_labels=["input", "reconstruction"],
                                      title=f"epoch {epoch + 1}: fixed validation images"))
         if model.has_prior:
@@ -458,7 +457,7 @@ class Trainer:
                 rows = [str(name) for name in self.spec.class_names[:k]]
             else:
                 imgs = model.sample(n * n if n <= 8 else n, generator=gen)
-            written.append(save_grid(self.spec.to_unit_range(imgs.float()), grids / f"samples_e{epoch + 1:03d}.png",
+            written.append(save_grid(self.spec.to_unit_range(imgs.float()), self.files.grid("samples", epoch + 1),
                                      n, row_labels=rows, title=f"epoch {epoch + 1}: fixed prior draws"
                                      + (", one row per class" if rows else "")))
         model.train()
@@ -492,11 +491,11 @@ class Trainer:
             return
         self.counters.extra["epoch_sums"] = {k: float(v) for k, v in self.epoch_sums.items()}
         self.counters.extra["epoch_batches"] = self.epoch_batches
-        save_model(self.run_dir / "last.safetensors", self.model, self.spec, summary, ema_state=self.ema)
+        save_model(self.files.last, self.model, self.spec, summary, ema_state=self.ema)
         if best:
-            save_model(self.run_dir / "best.safetensors", self.model, self.spec, summary, ema_state=self.ema)
+            save_model(self.files.best, self.model, self.spec, summary, ema_state=self.ema)
         if periodic:
-            save_model(self.run_dir / f"step{self.counters.step:08d}.safetensors", self.model, self.spec,
+            save_model(self.files.periodic(self.counters.step), self.model, self.spec,
                        summary, ema_state=self.ema)
             self._prune_periodic()
         save_state(self.run_dir, models=self._stateful_modules(), optimizers=self.optimizers,
@@ -507,8 +506,7 @@ class Trainer:
         """Only aecli's own stepNNNNNNNN.safetensors files count (a user's step-before-x.safetensors stays)."""
         if self.cfg.keep <= 0:
             return
-        ours = sorted(p for p in self.run_dir.glob("step*.safetensors") if PERIODIC.match(p.name))
-        for old in ours[: -self.cfg.keep]:
+        for old in self.files.periodic_checkpoints()[: -self.cfg.keep]:
             old.unlink(missing_ok=True)
 
     # -- the loop -------------------------------------------------------------------------------
