@@ -18,13 +18,11 @@ from typing import Any
 from aecli.atomic import write_text
 from aecli.errors import UsageError
 from aecli.locking import LOCK_FILE
-from aecli.training.config import TrainConfig
+from aecli.training.config import TrainConfig, cli_flag, resumable
 from aecli.training.rundir import RunDir
 
-# Options a resumed run may take with new values: how long to train, where and how to run, what to
-# log. Every other option shapes the result and must equal the run's own.
-RESUMABLE = ("epochs", "max_steps", "max_time", "device", "workers", "log_every", "save_every_steps", "keep",
-             "grid_size", "tensorboard", "trackers", "requeue", "cache", "data_root", "weights_dir", "lpips_weights")
+# Options a resumed run may take with new values (declared on each option: OptionInfo.resumable).
+RESUMABLE = resumable()
 
 
 def default_run_dir(family: str) -> Path:
@@ -36,11 +34,6 @@ def default_run_dir(family: str) -> Path:
         task = os.environ.get("SLURM_ARRAY_TASK_ID")
         name += f"-job{job}" + (f"_{task}" if task else "")
     return Path("runs") / name
-
-
-def _flag(key: str) -> str:
-    # Config keys whose option has another name (one name per idea across commands).
-    return {"grid_size": "--grid-columns", "ema": "--ema-decay"}.get(key, "--" + key.replace("_", "-"))
 
 
 def _shown(value: Any) -> str:
@@ -112,7 +105,7 @@ def merge_resume(saved: TrainConfig, cfg: TrainConfig, given: set[str] | None, r
     if cfg.family != saved.family:
         raise UsageError(f"{run_dir} is a {saved.family} run; it cannot continue as {cfg.family} (drop the family "
                          f"to continue it, or start a new run with another --out)")
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    fields = {*TrainConfig.option_names(), "command_line"}
     keys = fields - {"family", "command_line", "out"} if given is None else set(given) & fields
     changed = []
     for key in sorted(keys - set(RESUMABLE) - {"out", "command_line", "family"}):
@@ -122,12 +115,12 @@ def merge_resume(saved: TrainConfig, cfg: TrainConfig, given: set[str] | None, r
                 if value != old and not (isinstance(old, tuple) and tuple(value) == old):
                     changed.append(f"-m {opt}={_shown(value)} (the run has {_shown(old)})")
         elif getattr(cfg, key) != getattr(saved, key):
-            changed.append(f"{_flag(key)} {_shown(getattr(cfg, key))} (the run has {_shown(getattr(saved, key))})")
+            changed.append(f"{cli_flag(key)} {_shown(getattr(cfg, key))} (the run has {_shown(getattr(saved, key))})")
     if cfg.out and given is not None and "out" in given and Path(cfg.out).resolve() != run_dir.resolve():
         changed.append(f"--out {cfg.out} (the run is {run_dir})")
     if changed:
         raise UsageError(f"cannot change {'; '.join(changed)} when resuming {run_dir}; a resume may change only "
-                         f"{', '.join(_flag(k) for k in RESUMABLE)} (start a new run with another --out to "
+                         f"{', '.join(cli_flag(k) for k in RESUMABLE)} (start a new run with another --out to "
                          "change the rest)")
     for key in RESUMABLE:
         if key in keys:

@@ -36,7 +36,6 @@ from aecli.images import save_grid
 from aecli.locking import FolderLock
 from aecli.losses import (
     AutoencoderObjective,
-    LossConfig,
     PatchDiscriminator,
     gan_discriminator_loss,
     gan_generator_loss,
@@ -163,7 +162,7 @@ class Trainer:
         self.val_loader = BatchLoader(self.val_set, cfg.batch_size, shuffle=False, device=self.device,
                                       rank=self.dist.rank, world_size=self.dist.world_size)
         self.steps_per_epoch = len(self.loader)
-        self.epochs = cfg.planned_epochs(self.steps_per_epoch)
+        self.epochs = cfg.optim.planned_epochs(self.steps_per_epoch)
         self.total_steps = self.steps_per_epoch * self.epochs
         if cfg.max_steps:
             self.total_steps = min(self.total_steps, cfg.max_steps)
@@ -175,10 +174,7 @@ class Trainer:
         lpips_model = self._lpips_model()
         if cfg.adv > 0 and not self.is_gan:
             self.discriminator = PatchDiscriminator(self.spec.channels).to(self.device)
-        loss_cfg = LossConfig(recon=cfg.recon, reduction=cfg.reduction, beta=cfg.beta,
-                              kl_warmup_steps=cfg.kl_warmup_steps, kl_cycles=cfg.kl_cycles,
-                              kl_cycle_ratio=cfg.kl_cycle_ratio, free_bits=cfg.free_bits, lpips=cfg.lpips,
-                              adv=cfg.adv, adv_start=cfg.adv_start)
+        loss_cfg = cfg.loss
         if cfg.objective == "ldm":
             from aecli.losses.ldm import LDMObjective
 
