@@ -43,7 +43,8 @@ class LossConfig:
     def validate(self) -> None:
         """Raise UsageError naming the bad option (as its CLI flag) and the valid values."""
         need(self.recon in RECONS, f"--recon must be one of {', '.join(RECONS)}, got {self.recon!r}")
-        need(self.reduction in REDUCTIONS, f"--reduction must be one of {', '.join(REDUCTIONS)}, got {self.reduction!r}")
+        need(self.reduction in REDUCTIONS,
+             f"--reduction must be one of {', '.join(REDUCTIONS)}, got {self.reduction!r}")
         need(self.objective in OBJECTIVES,
              f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         for flag, value in (("--beta", self.beta), ("--free-bits", self.free_bits),
@@ -56,3 +57,7 @@ class LossConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def summary(self) -> dict[str, Any]:
+        """The options a checkpoint's training summary records (``training["loss"]``)."""
+        return {k: getattr(self, k) for k in ("recon", "reduction", "beta", "lpips", "free_bits", "objective")}

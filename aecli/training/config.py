@@ -107,7 +107,7 @@ class OptimConfig:
         need(0 < self.gamma <= 1, f"--gamma must be a decay factor in (0, 1], e.g. 0.5; got {self.gamma}")
         need(self.patience >= 0, f"--patience must be >= 0 epochs, got {self.patience}")
         need(self.grad_clip >= 0, f"--grad-clip must be >= 0, got {self.grad_clip}")
-        need(self.ema == 0 or 0 < self.ema < 1, f"--ema must be a decay in (0, 1), e.g. 0.999; got {self.ema}")
+        need(self.ema == 0 or 0 < self.ema < 1, f"--ema-decay must be a decay in (0, 1), e.g. 0.999; got {self.ema}")
 
     def planned_epochs(self, steps_per_epoch: int) -> int:
         """Epochs to run: --epochs, else as many as --max-steps needs, else 10."""
