@@ -55,7 +55,8 @@ def lpips_network(loss: LossConfig, is_gan: bool, device: torch.device) -> torch
         return None
     if is_gan:
         raise UsageError("--lpips needs reconstructions; the gan family has none")
-    from aecli.weights import build_lpips, require_weights
+    from aecli.pretrained import build_lpips
+    from aecli.weights import require_weights
 
     require_weights(["lpips"], loss.lpips_net, weights_dir=loss.weights_dir, lpips_weights=loss.lpips_weights)
     return build_lpips(loss.lpips_net, weights_dir=loss.weights_dir, weights_file=loss.lpips_weights, device=device)

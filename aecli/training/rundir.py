@@ -10,10 +10,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from aecli.atomic import remove_stale_temps, temp_target
 from aecli.locking import LOCK_FILE
 
 PERIODIC = re.compile(r"^step\d{8}\.safetensors$")  # --save-every-steps checkpoints (aecli's own only)
-_TEMP = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")  # aecli.atomic's temp files
 
 
 @dataclass(frozen=True)
@@ -118,13 +118,16 @@ class RunDir:
         return name in cls.FILES or bool(PERIODIC.match(name))
 
     @classmethod
+    def owns_temp_target(cls, target: str) -> bool:
+        """Whether a killed atomic write of ``target`` was one of the run's files (or its lock)."""
+        return cls.is_run_file(target) or target.startswith(LOCK_FILE[1:])
+
+    @classmethod
     def is_temp_file(cls, name: str) -> bool:
-        """A temp file a killed atomic write of one of the run's files (or its lock) left behind."""
-        m = _TEMP.match(name)
-        return bool(m) and (cls.is_run_file(m.group("name")) or m.group("name").startswith(LOCK_FILE[1:]))
+        """A temp file a killed atomic write of one of the run's files left behind."""
+        target = temp_target(name)
+        return target is not None and cls.owns_temp_target(target)
 
     def remove_stale_temp_files(self) -> None:
         """Temp files are never read; only those of aecli's own run files are removed."""
-        for tmp in self.path.glob(".*.tmp"):
-            if self.is_temp_file(tmp.name):
-                tmp.unlink(missing_ok=True)
+        remove_stale_temps(self.path, self.owns_temp_target)
