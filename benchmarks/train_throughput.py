@@ -26,7 +26,7 @@ WORKLOADS = {
     # seed 002 §1: the MNIST MLP AE on 28² grayscale PNGs, batch 32
     "small": dict(family="mlp-ae", model={}, size=28, channels=1, count=4096, ext="png", batch=32),
     # seed 001's Mish conv AE scaled to 64² RGB JPEGs, batch 32
-    "conv": dict(family="conv-ae", model=dict(widths=(64, 128, 256), kernel_size=4, activation="mish",
+    "conv": dict(family="conv-ae", model=dict(arch="plain", widths=(64, 128, 256), kernel_size=4, activation="mish",
                                               norm="batch", latent="spatial", init="kaiming", final_conv=True),
                  size=64, channels=3, count=1024, ext="jpg", batch=32),
     # seed 000 D1 at full size: aecli in bf16 (GPU) against the seeds' fp32 loop; run with --device cuda
