@@ -141,6 +141,9 @@ class Trainer:
         self.train_set, self.val_set = prepared.train, prepared.val
         self.model: Autoencoder = create_model(cfg.family, **prepared.model_kwargs).to(self.device)
         self.is_gan = not self.model.has_encoder
+        if not resume and getattr(self.model, "fits_data", False):  # conv-ae/-vae: start at PCA (models/conv.py)
+            idx = self.model.fit_indices(len(self.train_set))
+            self.model.fit_linear(to_model_input(self.train_set.take(idx), self.spec.value_range).to(self.device))
         if cfg.sync_bn and self.dist.enabled:
             if self.device.type != "cuda":
                 raise UsageError("--sync-bn needs CUDA (SyncBatchNorm has no CPU kernel); drop it on CPU")
@@ -193,7 +196,7 @@ class Trainer:
 
         self.optimizers = self._optimizers()
         self.schedule = LRSchedule(cfg.scheduler, cfg.lr, self.total_steps, self.steps_per_epoch,
-                                   cfg.warmup_steps, cfg.step_size, cfg.gamma, cfg.patience)
+                                   cfg.warmup_steps, cfg.step_size, cfg.gamma, cfg.patience, self.deadline)
         self.autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
         self.ema = self._init_ema() if cfg.ema > 0 else None
@@ -595,6 +598,7 @@ class Trainer:
             x = to_model_input(x_u8, self.spec.value_range)
             if self.device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
+            self.schedule.observe(c.step)  # --max-time: the cosine ends at the deadline
             self._set_lr(c.step)
             comps = self._gan_step(x) if self.is_gan else \
                 self._ae_step(x, labels if self.model.is_conditional else None, c.step)
