@@ -82,7 +82,7 @@ def write_pngs(crops: np.ndarray, folder: Path) -> None:
 
 
 def train_family(family: str, train_dir: Path, test_dir: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from aecli.checkpoint import read_header
+    from aecli.checkpoint import load_model
     from aecli.metrics.evaluate import EvalConfig, evaluate_checkpoints
     from aecli.training import TrainConfig, train
 
@@ -100,7 +100,9 @@ def train_family(family: str, train_dir: Path, test_dir: Path, work: Path, args:
     report = evaluate_checkpoints([ckpt], EvalConfig(metrics=["psnr", "ssim"], data=str(test_dir), split="all",
                                                      device=args.device))
     row = report.rows[0]
-    return {"family": family, "params": read_header(ckpt).parameter_count, "steps": result.steps,
+    # Learned parameters only (the PCA path's fixed buffers hold the same numbers as the pca-k row's model).
+    params = sum(p.numel() for p in load_model(ckpt).model.parameters())
+    return {"family": family, "params": params, "steps": result.steps,
             "seconds": seconds, "psnr": row.values["psnr"], "ssim": row.values["ssim"]}
 
 
