@@ -10,7 +10,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from aecli.errors import UsageError
 
@@ -19,6 +19,10 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+# The temp file atomic_path writes beside ``target``: mkstemp's ".<target>.<random characters>.tmp".
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[A-Za-z0-9_]+\.tmp$")
 
 
 @contextlib.contextmanager
@@ -44,6 +48,23 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         if os_error is not None:
             raise os_error from exc
         raise
+
+
+def temp_target(name: str) -> str | None:
+    """The file name whose atomic write left the temp file ``name``; None for any other name."""
+    m = _TEMP_NAME.match(name)
+    return m.group("target") if m else None
+
+
+def remove_stale_temps(folder: str | os.PathLike[str], owned: Callable[[str], bool] = lambda target: True,
+                       recursive: bool = False) -> None:
+    """Delete what killed atomic writes left in ``folder``: temp files whose target name ``owned``
+    accepts (a folder shared with other tools keeps theirs). They are never read, and the write that
+    made one either never replaced its target or left the previous file whole, so this loses nothing."""
+    for tmp in Path(folder).glob("**/.*.tmp" if recursive else ".*.tmp"):
+        target = temp_target(tmp.name)
+        if target is not None and owned(target):
+            tmp.unlink(missing_ok=True)
 
 
 # safetensors reports a failed write as "… I/O error: File too large (os error 27)", not as OSError.

@@ -32,7 +32,9 @@ def metrics(incomplete: str) -> list[str]:
 
 
 def weight_metrics(incomplete: str) -> list[str]:
-    return _comma_list(incomplete, ("lpips", "fid", "rfid", "is", "kid"))
+    from aecli.metrics.registry import weight_metric_names
+
+    return _comma_list(incomplete, weight_metric_names())
 
 
 def trackers(incomplete: str) -> list[str]:

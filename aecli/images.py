@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from aecli.atomic import atomic_path
+from aecli.errors import UsageError
 
 MIN_TILE = 96  # default on-screen size of a tile: 8–32 px images are unreadable at 1:1
 NEAREST_MAX = 64  # up to this size tiles are enlarged by nearest neighbour (pixel art stays pixel art)
@@ -23,22 +27,21 @@ MAX_ROW_LABEL_PX = 220  # longer row labels are shortened in the middle
 
 
 def to_uint8(x01: torch.Tensor) -> torch.Tensor:
-    """[0,1] float (C,H,W) → uint8 (H,W,C) on CPU, rounded like torch-fidelity expects."""
-    return (x01.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu()
+    """[0, 1] float images (any layout, on their device) → uint8: clamped, ×255, rounded to nearest.
+    The one quantisation aecli applies: PNGs, GIFs and the Inception input (as torch-fidelity's folder
+    input would quantise them)."""
+    return (x01.detach().float().clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def _pil(x01: torch.Tensor):  # type: ignore[no-untyped-def]
-    from PIL import Image
-
-    arr = to_uint8(x01).numpy()
+def to_pil(x01: torch.Tensor):  # type: ignore[no-untyped-def]
+    """A [0, 1] (C, H, W) image → PIL image (gray for one channel)."""
+    arr = to_uint8(x01).permute(1, 2, 0).cpu().numpy()
     return Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
 
 
 def save_png(x01: torch.Tensor, path: str | os.PathLike[str]) -> None:
-    from aecli.atomic import atomic_path
-
     with atomic_path(path) as tmp:
-        _pil(x01).save(tmp, format="PNG")
+        to_pil(x01).save(tmp, format="PNG")
 
 
 def grid_shape(n: int, columns: int | None = None) -> tuple[int, int]:
@@ -57,8 +60,6 @@ def tile_size_for(size: int, tile_size: int | None = None) -> int:
     factor that reaches MIN_TILE px (32 → 96, 28 → 112, 64 → 128), larger ones as they are."""
     if tile_size is not None:
         if tile_size < 1:
-            from aecli.errors import UsageError
-
             raise UsageError(f"--tile-size must be at least 1 pixel, got {tile_size}")
         return tile_size
     if size > NEAREST_MAX:
@@ -68,8 +69,6 @@ def tile_size_for(size: int, tile_size: int | None = None) -> int:
 
 def _font(px: int = FONT_PX):  # type: ignore[no-untyped-def]
     """DejaVu Sans from matplotlib (a dependency): it has −, × and ·, which Pillow's own font lacks."""
-    from PIL import ImageFont
-
     try:
         import matplotlib
 
@@ -157,10 +156,6 @@ def save_grid(images01: torch.Tensor, path: str | os.PathLike[str], columns: int
     each row, ``column_labels`` (may hold "\\n") above each column, ``title`` on top. Tiles are
     enlarged to tile_size_for(size, tile_size); one-channel batches give a greyscale PNG.
     """
-    from PIL import Image, ImageDraw
-
-    from aecli.atomic import atomic_path
-
     images01 = images01.detach().float().cpu()
     n, channels, height, width = images01.shape
     lay = grid_layout(n, max(height, width), columns, row_labels=row_labels, column_labels=column_labels,
@@ -169,7 +164,7 @@ def save_grid(images01: torch.Tensor, path: str | os.PathLike[str], columns: int
     canvas = Image.new(mode, (lay.width, lay.height), 255 if mode == "L" else (255, 255, 255))
     resample = Image.NEAREST if max(height, width) <= NEAREST_MAX else Image.LANCZOS
     for i in range(n):
-        tile = _pil(images01[i])
+        tile = to_pil(images01[i])
         if tile.size != (lay.tile, lay.tile):
             tile = tile.resize((lay.tile, lay.tile), resample)
         canvas.paste(tile.convert(mode), lay.tile_xy(*divmod(i, lay.columns)))

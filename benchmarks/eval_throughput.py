@@ -94,7 +94,7 @@ def main() -> None:
     from aecli.cli import app
     from aecli.data.spec import DataSpec
     from aecli.models import create_model
-    from aecli.weights import save_random_inception
+    from _standins import save_random_inception
 
     print(f"machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
           f"device {device}; {args.n} images of 3×{args.size}² (embedded shapes)")

@@ -56,7 +56,7 @@ study D3 "${RESNET[@]}" -m heads=2
 # One table for the whole study: one row per checkpoint, one pass each over the validation images.
 # The recipes' split is "the first N images" (val_count), so score exactly those: --split all --n 24.
 aecli evaluate "$RUN"/*/best.safetensors --metrics "$METRICS" --data "$DATA" --split all --n 24 \
-  --csv "$RUN/study.csv" --json "$RUN/study.json"
+  --csv-out "$RUN/study.csv" --json-out "$RUN/study.json"
 # Ground truth, then one row per family's baseline.
 aecli reconstruct "$RUN/A1_skip_convae_depth10/best.safetensors" "$RUN/B1_resnet_ae/best.safetensors" \
   "$RUN/C1_vae_beta_small/best.safetensors" "$RUN/D1_deep_resnet_vae/best.safetensors" \
@@ -66,5 +66,5 @@ for vae in C1_vae_beta_small C3_vae_beta_large D1_deep_resnet_vae; do
   aecli sample "$RUN/$vae/best.safetensors" --n 16 --seed 0 --out "$RUN/samples_$vae.png"
 done
 aecli tsne "$RUN/C1_vae_beta_small/best.safetensors" --data "$DATA" --split all --out "$RUN/tsne_C1.png" \
-  --json "$RUN/tsne_C1.json"
+  --json-out "$RUN/tsne_C1.json"
 echo "study table: $RUN/study.csv; pictures under $RUN"

@@ -22,7 +22,7 @@ for model in ae vae; do
 done
 
 aecli evaluate "$RUN/ae/best.safetensors" "$RUN/vae/best.safetensors" --metrics "$METRICS" --split val \
-  --csv "$RUN/q5_metrics.csv"
+  --csv-out "$RUN/q5_metrics.csv"
 aecli reconstruct "$RUN/ae/best.safetensors" "$RUN/vae/best.safetensors" --data "$DATA" --split val \
   --n 10 --random --seed 0 --out "$RUN/q3"
 aecli sample "$RUN/vae/best.safetensors" --n 16 --out "$RUN/vae_samples.png"
@@ -31,6 +31,6 @@ aecli interpolate "$RUN/vae/best.safetensors" --data "$DATA" --from-index 0 --to
   --method slerp --out "$RUN/vae_walk.png"
 for model in ae vae; do
   aecli tsne "$RUN/$model/best.safetensors" --data "$DATA" --split all --out "$RUN/tsne_$model.png" \
-    --json "$RUN/tsne_$model.json"
+    --json-out "$RUN/tsne_$model.json"
 done
 echo "Q3 grid: $RUN/q3/comparison.png; Q5 table: $RUN/q5_metrics.csv"

@@ -14,11 +14,11 @@ PYTHON=${PYTHON:-python3}
 # §1: the seed's own settings (lr 0.00025, batch 32, summed MSE, 10 epochs), digits instead of MNIST.
 aecli train --config "$EX/seed002_mnist_mlp_ae.toml" --data digits --log-every 100 --out "$RUN/mlp_ae" \
   --resume auto
-aecli evaluate "$RUN/mlp_ae/best.safetensors" --metrics mse,psnr,ssim,latent --json "$RUN/mlp_ae_eval.json"
+aecli evaluate "$RUN/mlp_ae/best.safetensors" --metrics mse,psnr,ssim,latent --json-out "$RUN/mlp_ae_eval.json"
 aecli reconstruct "$RUN/mlp_ae/best.safetensors" --data digits --split val --n 10 --out "$RUN/mlp_ae_recon"
 aecli sample "$RUN/mlp_ae/best.safetensors" --fit digits --n 36 --out "$RUN/mlp_ae_fitted_samples.png"
 aecli tsne "$RUN/mlp_ae/best.safetensors" --data digits --split all --out "$RUN/mlp_ae_tsne.png" \
-  --json "$RUN/mlp_ae_tsne.json"
+  --json-out "$RUN/mlp_ae_tsne.json"
 
 # §3: the glasses VAE (its widths 8/16/32 and latent 100 kept) at 32 px; 8 epochs at lr 1e-3 instead of
 # the seed's 1e-4, which needs many more steps than this miniature has.

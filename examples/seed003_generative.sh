@@ -25,7 +25,7 @@ aecli train --config "$EX/seed003_gan.toml" "${COMMON[@]}" -m g_hidden=64,128,25
   --out "$RUN/gan"
 
 aecli evaluate "$RUN/ae/best.safetensors" "$RUN/vae/best.safetensors" "$RUN/flow_vae/best.safetensors" \
-  "$RUN/flow_vae_cyclical/best.safetensors" --metrics mse,psnr,ssim,kl --split val --csv "$RUN/ae_vae_flows.csv"
+  "$RUN/flow_vae_cyclical/best.safetensors" --metrics mse,psnr,ssim,kl --split val --csv-out "$RUN/ae_vae_flows.csv"
 aecli reconstruct "$RUN/ae/best.safetensors" "$RUN/vae/best.safetensors" "$RUN/flow_vae/best.safetensors" \
   --data "$DATA" --split val --n 8 --out "$RUN/reconstruct"
 for model in vae flow_vae flow_vae_cyclical gan; do
@@ -34,6 +34,6 @@ done
 aecli interpolate "$RUN/gan/last.safetensors" --steps 8 --method slerp --out "$RUN/gan_walk.png"
 for model in vae flow_vae; do
   aecli tsne "$RUN/$model/best.safetensors" --data "$DATA" --split all --out "$RUN/tsne_$model.png" \
-    --json "$RUN/tsne_$model.json"
+    --json-out "$RUN/tsne_$model.json"
 done
 echo "tables and pictures under $RUN"

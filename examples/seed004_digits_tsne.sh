@@ -17,13 +17,13 @@ for model in lstm_ae cnn_ae; do
   aecli train --config "$EX/seed004_$model.toml" "${COMMON[@]}" --out "$RUN/$model"
 done
 aecli evaluate "$RUN/lstm_ae/best.safetensors" "$RUN/cnn_ae/best.safetensors" --metrics mse,psnr,ssim \
-  --split val --csv "$RUN/autoencoders.csv"
+  --split val --csv-out "$RUN/autoencoders.csv"
 aecli reconstruct "$RUN/lstm_ae/best.safetensors" "$RUN/cnn_ae/best.safetensors" --data digits --split val \
   --n 10 --out "$RUN/reconstruct"
 aecli sample "$RUN/cnn_ae/best.safetensors" --fit digits --n 36 --out "$RUN/cnn_ae_fitted_samples.png"
 for model in lstm_ae cnn_ae; do  # "the whole dataset through the trained AE", coloured by digit
   aecli tsne "$RUN/$model/best.safetensors" --data digits --split all --out "$RUN/tsne_$model.png" \
-    --json "$RUN/tsne_$model.json"
+    --json-out "$RUN/tsne_$model.json"
 done
 
 # VAEs: digits (10 classes) instead of the QuickDraw folder, so the conditional VAE gets --num-classes 10.
@@ -31,7 +31,7 @@ aecli train --config "$EX/seed004_quickdraw_gru_vae.toml" "${COMMON[@]}" --out "
 aecli train --config "$EX/seed004_quickdraw_cnn_vae.toml" "${COMMON[@]}" --out "$RUN/cnn_vae"
 aecli train --config "$EX/seed004_quickdraw_cvae.toml" "${COMMON[@]}" --num-classes 10 --out "$RUN/cvae"
 aecli evaluate "$RUN/gru_vae/best.safetensors" "$RUN/cnn_vae/best.safetensors" "$RUN/cvae/best.safetensors" \
-  --metrics mse,psnr,kl --split val --csv "$RUN/vaes.csv"
+  --metrics mse,psnr,kl --split val --csv-out "$RUN/vaes.csv"
 aecli sample "$RUN/cnn_vae/best.safetensors" --n 36 --out "$RUN/cnn_vae_samples.png"
 aecli sample "$RUN/cvae/best.safetensors" --per-class 8 --out "$RUN/cvae_per_class.png"
 aecli tsne "$RUN/cnn_vae/best.safetensors" --data digits --split all --out "$RUN/tsne_cnn_vae.png"

@@ -7,9 +7,20 @@ so a newly registered family is exercised by the generic loops at once.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 import pytest
+
+# The README's test command runs one pytest-xdist worker per core. Each worker, and every process a test
+# starts, then uses one intra-op thread: two workers × two OpenMP threads on two cores make tiny models
+# 10–30× slower (see one_thread). Set before any test module imports torch.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 _RESNET = {"widths": (8, 8, 16, 16, 16), "latent_dim": 16}
 
@@ -62,3 +73,25 @@ def one_thread() -> Any:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# -- offline stand-ins for the pretrained Inception files (one copy, shared with benchmarks/) ------------------
+@cache
+def _standins() -> Any:
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "_standins.py"
+    spec = importlib.util.spec_from_file_location("_standins", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def save_random_inception(path: str | os.PathLike[str], seed: int = 0) -> Path:
+    """A Kaiming-initialised torch-fidelity Inception file (benchmarks/_standins.py)."""
+    return _standins().save_random_inception(path, seed)
+
+
+def save_random_clean_fid_inception(path: str | os.PathLike[str], torch_fidelity_weights: str | os.PathLike[str]
+                                    ) -> Path:
+    """clean-fid's TorchScript file holding the network of a torch-fidelity file (benchmarks/_standins.py)."""
+    return _standins().save_random_clean_fid_inception(path, torch_fidelity_weights)

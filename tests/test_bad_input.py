@@ -356,7 +356,7 @@ def test_hostile_folder_evaluates(hostile: tuple[Path, int, list[str]], ckpt: Pa
     root, good, broken = hostile
     report = tmp_path / "eval.json"
     code, text = cli("evaluate", ckpt, "--data", root, "--split", "all", "--metrics", "l1,psnr", "--device", "cpu",
-                     "--json", report)
+                     "--json-out", report)
     assert code == 0, text
     rows = json.loads(report.read_text())
     n_values = {v for v in _find_key(rows, "n") if isinstance(v, int)}

@@ -58,7 +58,7 @@ def test_evaluate_baseline_row_equals_an_independent_pca(tmp_path) -> None:
     save_model(ckpt, model, DataSpec(SIZE, 1, model.value_range, source="digits"))
     out = tmp_path / "eval.json"
     res = CliRunner().invoke(app, ["evaluate", str(ckpt), "--metrics", "psnr,mse,kl", "--baseline", "pca",
-                                   "--device", "cpu", "--json", str(out)])
+                                   "--device", "cpu", "--json-out", str(out)])
     assert res.exit_code == 0, res.output
     rows = json.loads(out.read_text())["rows"]
     assert [r["family"] for r in rows] == ["conv-ae", "pca"]
@@ -76,7 +76,7 @@ def test_evaluate_baseline_row_equals_an_independent_pca(tmp_path) -> None:
     assert others and all(v is None for v in others.values()), others  # reconstruction metrics only (kl: n/a)
 
     res = CliRunner().invoke(app, ["evaluate", str(ckpt), "--metrics", "psnr", "--baseline", "pca:3",
-                                   "--device", "cpu", "--json", str(out)])
+                                   "--device", "cpu", "--json-out", str(out)])
     assert res.exit_code == 0 and "[pca-3]" in json.loads(out.read_text())["rows"][1]["name"]
     for bad, fragment in (("pca:100000", "lower K"), ("linear", "--baseline")):
         res = CliRunner().invoke(app, ["evaluate", str(ckpt), "--metrics", "psnr", "--baseline", bad])

@@ -107,7 +107,7 @@ def test_second_call_hits_the_classifier_cache(ckpts, monkeypatch, tmp_path):
     assert len(list(ckpts["cache"].glob("classifier-*.json"))) == 1
     # Another hyperparameter set is another cache entry: here it would have to be trained.
     three_epochs = classifier_mod.ClassifierConfig(epochs=3)
-    monkeypatch.setattr("aecli.metrics.evaluate.ClassifierConfig", lambda: three_epochs)
+    monkeypatch.setattr(classifier_mod, "ClassifierConfig", lambda: three_epochs)
     with pytest.raises(AssertionError, match="retrained"):
         evaluate_checkpoints([ckpts["cond"]], _cfg(ckpts))
 
@@ -124,8 +124,8 @@ def test_cli_shows_class_columns_and_writes_json_csv(ckpts, tmp_path):
     out_json, out_csv = tmp_path / "r.json", tmp_path / "r.csv"
     result = CliRunner().invoke(app, [
         "evaluate", str(ckpts["cond"]), str(ckpts["plain"]), "--metrics", "class-acc", "--class-samples",
-        str(SAMPLES), "--n", "8", "--device", "cpu", "--cache-dir", str(ckpts["cache"]), "--json", str(out_json),
-        "--csv", str(out_csv)])
+        str(SAMPLES), "--n", "8", "--device", "cpu", "--cache-dir", str(ckpts["cache"]), "--json-out", str(out_json),
+        "--csv-out", str(out_csv)])
     assert result.exit_code == 0, result.output
     for text in ("class_acc", "class_conf", "class_ceiling", "per class", "not class-conditional"):
         assert text in result.output

@@ -163,12 +163,12 @@ def test_encode_resumes_from_shards(tmp_path: Path, data: Path, monkeypatch) -> 
     fresh = encode(ckpt, str(data), tmp_path / "fresh.safetensors", shard_size=5, progress=False)
     out = tmp_path / "lat.safetensors"
 
-    import aecli.inference.latents as latents
+    import aecli.inference.encode as encode_module
 
     def killed(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(latents, "concat_shards", killed)
+    monkeypatch.setattr(encode_module, "concat_shards", killed)
     with pytest.raises(KeyboardInterrupt):
         encode(ckpt, str(data), out, shard_size=5, progress=False)
     monkeypatch.undo()
@@ -189,7 +189,7 @@ def test_encode_resumes_from_shards(tmp_path: Path, data: Path, monkeypatch) -> 
         assert json.loads(a.metadata()["names"]) == json.loads(b.metadata()["names"])
     # Leftover shards of other settings are never mixed in.
     with pytest.raises(KeyboardInterrupt):
-        monkeypatch.setattr(latents, "concat_shards", killed)
+        monkeypatch.setattr(encode_module, "concat_shards", killed)
         encode(ckpt, str(data), out, shard_size=5, progress=False)
     monkeypatch.undo()
     code, text = _cli("encode", ckpt, "--data", data, "--out", out, "--shard-size", "5", "--seed", "9")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from conftest import tiny_model
+from conftest import save_random_inception, tiny_model
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -20,7 +20,6 @@ from aecli.data.spec import DataSpec
 from aecli.errors import DataError, UsageError
 from aecli.metrics import reconstruction as rec
 from aecli.metrics.evaluate import EvalConfig, evaluate_checkpoints, evaluate_folders
-from aecli.weights import save_random_inception
 
 SIZE = 16
 
@@ -157,7 +156,7 @@ def test_cli_evaluate_writes_json_and_csv_with_lpips(files, tmp_path):
     out_json, out_csv = tmp_path / "r.json", tmp_path / "r.csv"
     result = CliRunner().invoke(app, [
         "evaluate", str(files["mlp"]), str(files["vae"]), "--metrics", "psnr,lpips", "--n", "6",
-        "--device", "cpu", "--lpips-weights", files["alexnet"], "--json", str(out_json), "--csv", str(out_csv)])
+        "--device", "cpu", "--lpips-weights", files["alexnet"], "--json-out", str(out_json), "--csv-out", str(out_csv)])
     assert result.exit_code == 0, result.output
     assert "mlp.safetensors" in result.output and "upsampled" in result.output
     data = json.loads(out_json.read_text())
@@ -200,7 +199,7 @@ def test_default_metrics_work_offline_and_say_what_was_skipped(files, tmp_path, 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
     out = tmp_path / "r.json"
     result = CliRunner().invoke(app, ["evaluate", str(files["mlp"]), "--n", "6", "--device", "cpu",
-                                      "--json", str(out)])
+                                      "--json-out", str(out)])
     assert result.exit_code == 0, result.output
     assert sorted(json.loads(out.read_text())["rows"][0]["values"]) == \
         ["l1", "l1_std", "mse", "mse_std", "psnr", "psnr_std", "ssim", "ssim_std"]
@@ -210,6 +209,6 @@ def test_default_metrics_work_offline_and_say_what_was_skipped(files, tmp_path, 
     asked = CliRunner().invoke(app, ["evaluate", str(files["mlp"]), "--metrics", "psnr,lpips", "--device", "cpu"])
     assert asked.exit_code == 2 and "aecli weights download" in asked.output
     present = CliRunner().invoke(app, ["evaluate", str(files["mlp"]), "--n", "6", "--device", "cpu",
-                                       "--lpips-weights", files["alexnet"], "--json", str(out)])
+                                       "--lpips-weights", files["alexnet"], "--json-out", str(out)])
     assert present.exit_code == 0 and "skipped" not in present.output, present.output
     assert "lpips" in json.loads(out.read_text())["rows"][0]["values"]

@@ -14,13 +14,13 @@ import re
 import numpy as np
 import pytest
 import torch
+from conftest import save_random_clean_fid_inception, save_random_inception
 from PIL import Image
 from typer.testing import CliRunner
 
 from aecli.cli import app
 from aecli.errors import UsageError, WeightsMissingError
 from aecli.metrics import fidelity
-from aecli.weights import save_random_inception
 
 cleanfid = pytest.importorskip("cleanfid")
 
@@ -29,7 +29,7 @@ cleanfid = pytest.importorskip("cleanfid")
 def weights(tmp_path_factory):
     root = tmp_path_factory.mktemp("fidw")
     tf = save_random_inception(root / "tf-inception.pth")
-    cf = fidelity.save_random_clean_fid_inception(root / "cf-inception.pt", tf)
+    cf = save_random_clean_fid_inception(root / "cf-inception.pt", tf)
     return {"torch-fidelity": str(tf), "clean-fid": str(cf)}
 
 
@@ -106,7 +106,7 @@ def test_cli_names_the_protocol_next_to_every_number(weights, tmp_path) -> None:
         result = CliRunner().invoke(app, [
             "evaluate", "--pred", str(tmp_path / "pred"), "--ref", str(tmp_path / "ref"), "--metrics", "fid,kid,is",
             "--device", "cpu", "--fid-backend", backend, "--clean-fid-mode", mode, "--inception-weights",
-            weights[backend], "--cache-dir", str(tmp_path / f"cache-{backend}-{mode}"), "--json", str(out)])
+            weights[backend], "--cache-dir", str(tmp_path / f"cache-{backend}-{mode}"), "--json-out", str(out)])
         assert result.exit_code == 0, result.output
         report = json.loads(out.read_text())
         row = report["rows"][0]

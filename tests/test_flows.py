@@ -117,11 +117,11 @@ def _args(command: str, out: Path, world: dict) -> tuple[list[object], str, int 
     if command == "interpolate":
         return ["--from-index", 0, "--to-index", 1, "--steps", 3, "--out", out / "walk.png"], "--data", 2
     if command == "tsne":
-        return ["--method", "pca", "--n", 5, "--out", out / "t.png", "--json", out / "t.json"], "--data", 5
+        return ["--method", "pca", "--n", 5, "--out", out / "t.png", "--json-out", out / "t.json"], "--data", 5
     if command == "arithmetic":
         return ["--plus", root / "files", "--minus", root / "flat", "--n", 3, "--out", out / "a.png"], "--apply", 3
     if command == "evaluate":
-        return ["--metrics", "psnr,l1", "--n", 4, "--json", out / "e.json"], "--data", 4
+        return ["--metrics", "psnr,l1", "--n", 4, "--json-out", out / "e.json"], "--data", 4
     return ["--n", 4, "--fit-n", 6, "--fit-split", "val", "--out", out / "s.png"], "--fit", 6
 
 
@@ -206,7 +206,7 @@ def test_two_checkpoints_of_different_sizes(command: str, mode: str, world: dict
     a, b = world["ckpts"]["classes"], world["ckpts"]["classes32"]
     data = {"none": [], "own": ["--data", src.alias], "other": ["--data", flat.shown]}[mode]
     args = (["--out", tmp_path / "rec"] if command == "reconstruct"
-            else ["--metrics", "psnr,l1", "--json", tmp_path / "e.json"])
+            else ["--metrics", "psnr,l1", "--json-out", tmp_path / "e.json"])
     code, out, err = _cli(command, a, b, *args, *data, cwd=world["work"])
     assert code == 0, out + err
     if mode == "other":
@@ -238,7 +238,7 @@ def test_two_checkpoints_of_different_data_without_data(world: dict, tmp_path: P
                               "--data SRC to reconstruct the same images with each\n")
     assert not (tmp_path / "rec").exists()
     # evaluate scores each checkpoint on its own held-out images: one row each, each says which
-    code, out, err = _cli("evaluate", digits, shapes, "--metrics", "psnr", "--n", 4, "--json", tmp_path / "e.json")
+    code, out, err = _cli("evaluate", digits, shapes, "--metrics", "psnr", "--n", 4, "--json-out", tmp_path / "e.json")
     assert code == 0, out + err
     rows = json.loads((tmp_path / "e.json").read_text())["rows"]
     assert [(r["data"]["source"], r["data"]["split_size"], r["n"]) for r in rows] == [("digits", 180, 4),
@@ -332,7 +332,7 @@ def test_log_and_evaluate_share_no_name_with_two_definitions(world: dict, tmp_pa
     import csv
 
     run = world["ckpts"]["digits"].parent
-    code, out, err = _cli("evaluate", world["ckpts"]["digits"], "--metrics", "l1,mse,psnr,kl", "--json",
+    code, out, err = _cli("evaluate", world["ckpts"]["digits"], "--metrics", "l1,mse,psnr,kl", "--json-out",
                           tmp_path / "e.json")
     assert code == 0, out + err
     [row] = json.loads((tmp_path / "e.json").read_text())["rows"]

@@ -1,5 +1,7 @@
 """Hostile checkpoints, fuzzed: every file a stranger can hand us ends in a clear CheckpointError (or
 loads, when a mutation happens to be harmless), within bounded time and memory, and never runs code.
+Each generated file has one right answer: `contract` (below) states which files a loader must accept,
+written from the format's specification, and the reader must agree with it on every case.
 
 The broken-file catalogue with exact messages lives in test_checkpoint.py; this module throws
 generated files at the reader (hypothesis, bounded example counts) and checks the invariants.
@@ -11,6 +13,7 @@ import builtins
 import contextlib
 import itertools
 import json
+import math
 import os
 import pickle
 import resource
@@ -39,7 +42,9 @@ from aecli.checkpoint import load_model, save_model
 from aecli.cli import app
 from aecli.data.spec import DataSpec
 from aecli.errors import AecliError, CheckpointError
+from aecli.checkpoint.format import FORMAT_VERSION
 from aecli.models import create_model, list_models
+from aecli.models.registry import get_family
 
 FAMILY = "conv-vae"
 FUZZ = settings(max_examples=150, deadline=None, database=None, derandomize=True,
@@ -170,6 +175,98 @@ with RealElements(), torch.device("meta"):
     torch.nn.Linear(2, 2)
 
 
+# -- the contract: which files a loader must accept, stated independently of aecli's reader ---------
+FLOAT_DTYPES = {"F64", "F32", "F16", "BF16"}
+
+
+def _json_object(text: Any) -> dict | None:
+    """A metadata entry as the format defines it: a JSON object no deeper than 32 levels, else None."""
+    def depth(v: Any) -> int:
+        inner = list(v.values()) if isinstance(v, dict) else v if isinstance(v, list) else None
+        return 0 if inner is None else 1 + max(map(depth, inner), default=0)
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    try:
+        return value if isinstance(value, dict) and depth(value) <= 32 else None
+    except RecursionError:
+        return None
+
+
+def _plain_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _data_spec_ok(data: dict, size: int, channels: int) -> bool:
+    """The `data` entry: the model's size and channels, a finite value range lo < hi, string names."""
+    try:
+        lo, hi = (float(v) for v in data.get("value_range", (-1.0, 1.0)))
+    except (TypeError, ValueError):
+        return False
+    val_count, val_fraction = data.get("val_count"), data.get("val_fraction")
+    return (data.get("image_size") == size and _plain_int(data.get("image_size"))
+            and data.get("channels") == channels and _plain_int(data.get("channels"))
+            and math.isfinite(lo) and math.isfinite(hi) and lo < hi
+            and isinstance(data.get("class_names", []), list)
+            and all(isinstance(c, str) for c in data.get("class_names", []))
+            and all(isinstance(data.get(k, ""), str) for k in ("source", "source_path"))
+            and (val_count is None or (_plain_int(val_count) and val_count >= 1))
+            and (val_fraction is None or (isinstance(val_fraction, float) and 0 < val_fraction < 1)))
+
+
+def _weights_of(config: dict) -> tuple[dict[str, tuple[list[int], bool]], int, int] | None:
+    """(name -> (shape, is float), image size, channels) of the model ``config`` describes (built on the
+    meta device), or None when no model can be built from it."""
+    if not all(isinstance(k, str) for k in config):
+        return None
+    try:
+        with torch.device("meta"):
+            model = create_model(FAMILY, **{**get_family(FAMILY).Config.LEGACY, **config})
+    except Exception:  # any refusal to build: the file must be refused too
+        return None
+    weights = {k: (list(v.shape), v.is_floating_point()) for k, v in model.state_dict().items()}
+    return weights, model.config.image_size, model.config.channels
+
+
+def contract(path: Path) -> str:
+    """'loaded' or 'refused': what a loader of aecli checkpoints must do with ``path``. The safetensors
+    layer is judged by the safetensors library itself; the aecli layer by the format's rules: format
+    name, a version this reader knows, the family, a config that builds a model whose weights (names,
+    shapes, float-ness) are exactly the file's under both prefixes, a consistent data entry; and a
+    header of at most 16 MiB (real ones are a few hundred KB)."""
+    head = path.read_bytes()[:8]
+    if len(head) == 8 and struct.unpack("<Q", head)[0] > 16 * 1024 * 1024:
+        return "refused"
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            tensors = {k: (list(fh.get_slice(k).get_shape()), fh.get_slice(k).get_dtype()) for k in fh.keys()}
+    except Exception:  # safetensors refuses the file: so must we
+        return "refused"
+    try:
+        version_ok = 1 <= int(meta.get("format_version", "")) <= FORMAT_VERSION
+    except ValueError:
+        version_ok = False
+    config, data = _json_object(meta.get("config")), _json_object(meta.get("data"))
+    training_ok = "training" not in meta or _json_object(meta["training"]) is not None
+    if not (meta.get("format") == "aecli-checkpoint" and version_ok and meta.get("family") == FAMILY
+            and config is not None and data is not None and training_ok):
+        return "refused"
+    built = _weights_of(config)
+    if built is None or not _data_spec_ok(data, built[1], built[2]):
+        return "refused"
+    weights = built[0]
+    wanted = {prefix + k: v for k, v in weights.items() for prefix in ("model.", "ema.")}
+    if set(tensors) != set(wanted):
+        return "refused"
+    for name, (shape, dtype) in tensors.items():
+        shape_needed, is_float = wanted[name]
+        if shape != shape_needed or not (dtype in FLOAT_DTYPES and is_float):
+            return "refused"
+    return "loaded"
+
+
 def outcome(path: Path, *, must_refuse: bool = False) -> str:
     """Load ``path``: 'loaded' or 'refused' (a one-line AecliError). Anything else fails the test, as
     does creating more than MAX_REAL_ELEMENTS tensor elements, growing the peak RSS by MAX_RSS_MB, or
@@ -190,6 +287,7 @@ def outcome(path: Path, *, must_refuse: bool = False) -> str:
     assert not calls, calls
     assert work.elements < MAX_REAL_ELEMENTS, work.elements
     assert _peak_rss_mb() - rss < MAX_RSS_MB
+    assert result == contract(path), (result, path.name)
     if must_refuse:
         assert result == "refused"
     cli = info(path)

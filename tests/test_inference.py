@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from aecli.checkpoint import load_model, save_model
 from aecli.cli import app
-from aecli.commands.models import supported_commands
+from aecli.models import supported_commands
 from aecli.data import open_source, to_model_input
 from aecli.data.spec import DataSpec
 from aecli.errors import UsageError

@@ -214,13 +214,18 @@ def test_lpips_loss_equals_direct_call(lpips_net):
     loss = LPIPSLoss(lpips_net, (0.0, 1.0))
     got = loss(x, y)
 
-    def up(t):  # the conversion written out: [0,1] → [-1,1], gray → RGB, 32 → 64 px
-        return F.interpolate(t.repeat(1, 3, 1, 1) * 2 - 1, size=(64, 64), mode="bilinear", align_corners=False)
-
-    want = lpips_net(up(x), up(y)).flatten()
+    # the conversion written out: [0,1] → [-1,1], gray → RGB; 32 px is alex's minimum: no resize
+    want = lpips_net(x.repeat(1, 3, 1, 1) * 2 - 1, y.repeat(1, 3, 1, 1) * 2 - 1).flatten()
     assert got.shape == (2,) and torch.allclose(got, want, rtol=1e-5, atol=1e-7)
     assert (got > 0).all()
     assert loss(x, x).abs().max().item() < 1e-7
+
+    def up(t):  # below the minimum: bilinear to 32 px, the rule `aecli evaluate`'s lpips uses too
+        return F.interpolate(t.repeat(1, 3, 1, 1) * 2 - 1, size=(32, 32), mode="bilinear", align_corners=False)
+
+    small_x, small_y = x[..., :16, :16], y[..., :16, :16]
+    want = lpips_net(up(small_x), up(small_y)).flatten()
+    assert torch.allclose(loss(small_x, small_y), want, rtol=1e-5, atol=1e-7)
 
     # [-1, 1] RGB at 64 px goes to lpips unchanged
     a, b = torch.rand(2, 3, 64, 64, generator=g) * 2 - 1, torch.rand(2, 3, 64, 64, generator=g) * 2 - 1

@@ -5,17 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import save_random_inception
 
 # lpips builds its trunk with torchvision's deprecated `pretrained=` argument.
 pytestmark = pytest.mark.filterwarnings("ignore:.*(pretrained|weight enum).*:UserWarning")
 from PIL import Image
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from aecli.images import to_uint8
 from aecli.metrics import fidelity
 from aecli.metrics import reconstruction as rec
 from aecli.metrics.latent_stats import LatentStats
 from aecli.metrics.perceptual import lpips_distance, lpips_resize_note
-from aecli.weights import build_lpips, save_random_inception
+from aecli.pretrained import build_lpips
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +162,7 @@ def test_fid_low_rank_route_equals_torch_fidelity_formula():
 
 def test_to_uint8_rounds():
     x = torch.tensor([0.0, 0.5 / 255, 1.6 / 255, 1.2, -0.3]).view(1, 1, 1, 5)
-    assert fidelity.to_uint8(x).flatten().tolist() == [0, 0, 2, 255, 0]  # round half to even at .5
+    assert to_uint8(x).flatten().tolist() == [0, 0, 2, 255, 0]  # round half to even at .5
 
 
 def test_latent_stats_match_direct_computation():
@@ -188,3 +190,18 @@ def test_reference_cache_roundtrip_and_identity(tmp_path):
     got = fresh.get(ident)
     assert got is not None and torch.equal(got["2048"], feats["2048"]) and fresh.hits == 1
     assert fresh.get({**ident, "inception_sha256": "11"}) is None  # other weights: no reuse
+
+
+def test_lpips_loss_and_metric_prepare_inputs_by_one_rule(random_lpips):
+    """Training's LPIPS loss and evaluate's lpips see the same tensors (aecli.pretrained.lpips_input), and
+    the loss's gradients flow through the upsampling of small images."""
+    from aecli.losses import LPIPSLoss
+
+    ours, _ = random_lpips
+    a, b = _images(8, 2, 1, 20), _images(9, 2, 1, 20)  # gray, below alex's 32 px
+    metric = lpips_distance(ours, a, b, "alex")
+    assert torch.allclose(LPIPSLoss(ours, (0.0, 1.0))(a, b), metric, atol=1e-6)
+    assert torch.allclose(LPIPSLoss(ours, (-1.0, 1.0))(a * 2 - 1, b * 2 - 1), metric, atol=1e-6)
+    x = a.clone().requires_grad_(True)
+    LPIPSLoss(ours, (0.0, 1.0))(x, b).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0

@@ -21,9 +21,9 @@ from aecli.data.spec import DataSpec
 from aecli.models import list_models
 
 
-def _run(*args: str) -> str:
+def _run(*args: str, code: int = 0) -> str:
     result = CliRunner().invoke(app, list(args))  # CliRunner's stdout is not a terminal
-    assert result.exit_code in (0, 2) and "Traceback" not in result.output, result.output
+    assert result.exit_code == code and "Traceback" not in result.output, result.output
     return result.stdout
 
 
@@ -77,11 +77,11 @@ def test_info_piped_is_key_value_lines_with_the_whole_sha256(ckpt: Path) -> None
 def test_weights_check_piped_keeps_paths_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     deep = tmp_path / ("a-very-long-folder-name-" * 4) / "torch"
     monkeypatch.setenv("TORCH_HOME", str(deep))
-    out = _run("weights", "check", "--metrics", "lpips,fid")
+    out = _run("weights", "check", "--metrics", "lpips,fid", code=2)  # 2: files missing
     lines = [line.split("\t") for line in out.splitlines() if "\t" in line]
     assert {f[0] for f in lines} == {"MISSING", "ok"}
     missing = {Path(f[1]).name for f in lines if f[0] == "MISSING"}
     assert missing == {"alexnet-owt-7be5be79.pth", "weights-inception-2015-12-05-6726825d.pth"}
     assert all(Path(f[1]).parent == deep / "hub" / "checkpoints" for f in lines if f[0] == "MISSING")
-    data = json.loads(_run("weights", "check", "--metrics", "lpips,fid", "--json"))
+    data = json.loads(_run("weights", "check", "--metrics", "lpips,fid", "--json", code=2))
     assert {Path(d["file"]).name for d in data if not d["ok"]} == missing

@@ -87,7 +87,9 @@ def _png(path: Path, seed: int) -> None:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from aecli.weights import WEIGHT_FILES, save_random_inception
+    from conftest import save_random_inception
+
+    from aecli.weights import WEIGHT_FILES
 
     root = tmp_path_factory.mktemp("readme")
     home = root / "home"
@@ -147,7 +149,7 @@ def test_readme_line(line: str, world: Path, tmp_path: Path, monkeypatch: pytest
     words = _words(line, tmp_path, home)
     result = CliRunner().invoke(app, words)
     assert result.exit_code == 0, result.output
-    for option in ("--out", "--json", "--gif"):
+    for option in ("--out", "--json-out", "--csv-out", "--gif"):
         if option in words:
             target = Path(words[words.index(option) + 1])
             assert target.exists() and (target.is_dir() or target.stat().st_size > 0), (option, target)

@@ -421,22 +421,22 @@ def test_unusable_train_output_is_refused_before_training(tmp_path: Path) -> Non
     assert not list(tmp_path.rglob("*.safetensors"))
 
 
-@pytest.mark.parametrize("command", ["reconstruct", "sample", "tsne", "evaluate --json"])
+@pytest.mark.parametrize("command", ["reconstruct", "sample", "tsne", "evaluate --json-out"])
 def test_unusable_output_of_other_commands(command: str, small_ckpt: Path, tmp_path: Path) -> None:
     from aecli.cli import app
 
     cases = _out_cases(tmp_path)
     for what, out in cases.items():
         target = {"reconstruct": out, "sample": out, "tsne": out.with_suffix(".png"),
-                  "evaluate --json": out.with_suffix(".json")}[command]
-        if what == "is a file" and command in ("tsne", "evaluate --json"):
+                  "evaluate --json-out": out.with_suffix(".json")}[command]
+        if what == "is a file" and command in ("tsne", "evaluate --json-out"):
             continue  # a file there is simply replaced: an output file name is expected
         args = {"reconstruct": ["reconstruct", small_ckpt, "--data", "shapes:4", "--out", target],
                 "sample": ["sample", small_ckpt, "--n", "3", "--out", target],
                 "tsne": ["tsne", small_ckpt, "--data", "shapes:12", "--split", "all", "--method", "pca", "--out",
                          target],
-                "evaluate --json": ["evaluate", small_ckpt, "--data", "shapes:4", "--split", "all", "--metrics",
-                                    "l1", "--json", target]}[command]
+                "evaluate --json-out": ["evaluate", small_ckpt, "--data", "shapes:4", "--split", "all", "--metrics",
+                                    "l1", "--json-out", target]}[command]
         res = runner.invoke(app, [str(a) for a in args] + ["--device", "cpu"])
         last = res.output.strip().splitlines()[-1] if res.output.strip() else ""
         assert res.exit_code == 2, (what, res.exit_code, res.output)  # bad input, refused before any work
@@ -482,7 +482,7 @@ def test_nan_weights_load_and_commands_report_instead_of_crashing(nan_ckpt: Path
     assert runner.invoke(app, ["info", str(nan_ckpt)]).exit_code == 0
     report = tmp_path / "eval.json"
     res = runner.invoke(app, ["evaluate", str(nan_ckpt), "--data", "shapes:6", "--split", "all", "--metrics",
-                              "l1,mse,psnr", "--device", "cpu", "--json", str(report)])
+                              "l1,mse,psnr", "--device", "cpu", "--json-out", str(report)])
     assert res.exit_code == 0, res.output
     text = report.read_text()
     assert "NaN" not in text and "Infinity" not in text  # strict JSON

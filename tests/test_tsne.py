@@ -65,7 +65,7 @@ def test_tsne_digits_matches_sklearn(ckpt: Path, tmp_path: Path) -> None:
 
     out, lat, js = tmp_path / "map" / "tsne.png", tmp_path / "lat.safetensors", tmp_path / "q.json"
     result = invoke(str(ckpt), "--data", "digits", "--split", "val", "--out", str(out), "--save-latents",
-                    str(lat), "--json", str(js), "--seed", "3", "--batch-size", "50", "--device", "cpu")
+                    str(lat), "--json-out", str(js), "--seed", "3", "--batch-size", "50", "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = digits("val")
@@ -140,7 +140,7 @@ def test_unlabelled_folder_reports_na(ckpt: Path, tmp_path: Path) -> None:
     out, js = tmp_path / "u.png", tmp_path / "u.json"
     # 24 images with the default perplexity 30: lowered, with a note, instead of failing.
     result = invoke(str(ckpt), "--data", str(tmp_path / "imgs"), "--split", "all", "--out", str(out),
-                    "--json", str(js))
+                    "--json-out", str(js))
     assert result.exit_code == 0, result.output
     rows = read_csv(out.with_suffix(".csv"))
     assert len(rows) == 24 and {r["label"] for r in rows} == {"-1"} and {r["class_name"] for r in rows} == {""}

@@ -58,6 +58,10 @@ def test_one_name_one_default_per_idea() -> None:
         assert {r.default for r in rows_} == {default}, (name, [(r.command, r.default) for r in rows_])
     assert [r.default for r in by_name["--split"] if r.command == "encode"] == ["all"]
     assert {r.envvar for r in by_name["--cache"]} == {"AECLI_CACHE"} and len(by_name["--cache"]) >= 3
+    # --json prints JSON on stdout (a flag) wherever it appears; a JSON/CSV *file* is --json-out/--csv-out.
+    assert by_name["--json"] and all(r.flag for r in by_name["--json"])
+    assert {r.command for r in by_name["--json-out"]} == {"evaluate", "tsne"}
+    assert not any(r.flag for r in by_name["--json-out"] + by_name["--csv-out"])
 
 
 @pytest.mark.parametrize("command,args,param,value", [
@@ -71,6 +75,9 @@ def test_one_name_one_default_per_idea() -> None:
     ("evaluate", ["c.safetensors", "-m", "psnr"], "metrics", "psnr"),
     ("evaluate", ["c.safetensors", "--cache-dir", "/tmp/x"], "cache_dir", "/tmp/x"),
     ("weights check", ["-m", "fid"], "metrics", "fid"),
+    ("evaluate", ["c.safetensors", "--json", "e.json", "--csv=e.csv"], "json_path", Path("e.json")),
+    ("evaluate", ["c.safetensors", "--csv", "e.csv"], "csv_path", Path("e.csv")),
+    ("tsne", ["c.safetensors", "--json", "t.json"], "json_out", "t.json"),
     ("weights download", ["-m", "lpips"], "metrics", "lpips"),
 ])
 def test_old_names_still_work_as_hidden_aliases(command: str, args: list[str], param: str, value: object,
@@ -78,7 +85,7 @@ def test_old_names_still_work_as_hidden_aliases(command: str, args: list[str], p
     ctx = COMMANDS[command].make_context(command, list(args))
     assert ctx.params[param] == value
     old = next((a.split("=")[0] for a in args if a.split("=")[0] in ("--nrow", "--grid-n", "--grid-size", "-m",
-                                                                      "--cache-dir", "--ema")), None)
+                                                                      "--cache-dir", "--ema", "--json", "--csv")), None)
     err = capsys.readouterr().err
     assert (f"note: {old} is now" in err) if old else err == ""
 

@@ -298,7 +298,7 @@ def test_cli_train_evaluate_and_sample_refusal(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert read_header(run / "best.safetensors").config["ema_codebook"] is True
     res = runner.invoke(app, ["evaluate", str(run / "best.safetensors"), "--metrics", "codebook", "--device", "cpu",
-                              "--json", str(tmp_path / "e.json")])
+                              "--json-out", str(tmp_path / "e.json")])
     assert res.exit_code == 0, res.output
     row = json.loads((tmp_path / "e.json").read_text())["rows"][0]["values"]
     assert row["codebook_size"] == 8 and row["codebook_used"] + row["codebook_dead"] == 8

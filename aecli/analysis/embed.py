@@ -8,6 +8,7 @@ import numpy as np
 
 from aecli.data.imageset import ImageSet
 from aecli.errors import UsageError
+from aecli.inference.latents import encode_images as encode
 
 
 def subsample_indices(total: int, n: int | None, seed: int) -> np.ndarray:
@@ -28,8 +29,6 @@ def encode_images(model: Any, data: ImageSet, value_range: tuple[float, float], 
     VAEs give the posterior mean (``mode()``, before any flow): the point the encoder believes in,
     with no sampling noise that would blur the map and the scores.
     """
-    from aecli.inference.latents import encode_images as encode
-
     if not getattr(model, "has_encoder", True):
         raise UsageError(f"{getattr(model, 'family', 'this model')} has no encoder, so it cannot map images "
                          "to latents; use an autoencoder or VAE checkpoint")

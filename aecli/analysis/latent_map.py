@@ -15,12 +15,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+from safetensors.numpy import save
 
 from aecli.analysis.embed import encode_images, flatten, subsample_indices
 from aecli.analysis.plot import FORMATS, plot_embedding
 from aecli.analysis.project import Projection, check_method, project
 from aecli.analysis.quality import KNN_K, LatentQuality, latent_quality
-from aecli.atomic import atomic_path, write_bytes, write_text
+from aecli.atomic import atomic_path, check_writable, write_bytes, write_text
+from aecli.checkpoint.format import load_model
+from aecli.data import open_for
+from aecli.devices import resolve_device
 from aecli.errors import UsageError
 
 LATENT_FORMATS = (".safetensors", ".npy")
@@ -60,9 +64,7 @@ class LatentMapConfig:
             raise UsageError(f"k must be at least 1, got {self.k}")
         if self.save_latents and Path(self.save_latents).suffix.lower() not in LATENT_FORMATS:
             raise UsageError(f"--save-latents must end in {' or '.join(LATENT_FORMATS)}, got {self.save_latents!r}")
-        from aecli.atomic import check_writable
-
-        for option, path in (("--out", self.out), ("--save-latents", self.save_latents), ("--json", self.json_out)):
+        for option, path in (("--out", self.out), ("--save-latents", self.save_latents), ("--json-out", self.json_out)):
             if path:
                 check_writable(path, option)
         if not _written_by_tsne(self.csv_path):
@@ -144,8 +146,6 @@ def save_latents(path: str | Path, latents: np.ndarray, labels: np.ndarray, name
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file object: np.save would append .npy
             np.save(fh, np.ascontiguousarray(latents), allow_pickle=False)
         return
-    from safetensors.numpy import save
-
     metadata = {"format": LATENTS_FORMAT_NAME, "names": json.dumps(names), "class_names": json.dumps(class_names),
                 "checkpoint": str(checkpoint), "source": source,
                 "latent_shape": json.dumps(list(latents.shape[1:]))}
@@ -159,10 +159,6 @@ def latent_map(cfg: LatentMapConfig, progress: bool = False,
                log: Callable[[str], None] | None = None) -> LatentMapResult:
     """Library entry point of `aecli tsne`. ``progress`` shows the encoding (aecli.progress);
     ``log`` receives one-line notes (clamped perplexity, subsampling)."""
-    from aecli.checkpoint.format import load_model
-    from aecli.data import open_for
-    from aecli.devices import resolve_device
-
     cfg.validate()
     say = log or (lambda _msg: None)
     device = resolve_device(cfg.device)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aecli
 from aecli.atomic import atomic_path
 from aecli.data.spec import DataSpec
 from aecli.errors import CheckpointError, UsageError
@@ -33,9 +34,6 @@ EMA_PREFIX = "ema."
 LATENT_SCALE_KEY = "latent_scale"  # optional: `aecli encode --scale-to-checkpoint`'s LDM scale factor
 MAX_HEADER_BYTES = 16 * 1024 * 1024  # real headers are a few hundred KB at most
 MAX_JSON_DEPTH = 32
-# Every dtype safetensors writes, so a foreign file is reported as "not aecli", not as corrupt.
-_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4,
-                "I16": 2, "I8": 1, "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1, "C64": 8}
 # BatchNorm's statistics are stored beside the weights but are not parameters.
 _BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked")
 
@@ -51,7 +49,7 @@ class CheckpointHeader:
     training: dict[str, Any]
     format_version: int
     metadata: dict[str, str]
-    tensors: dict[str, dict[str, Any]]  # name -> {"dtype", "shape", "data_offsets"}
+    tensors: dict[str, dict[str, Any]]  # name -> {"dtype", "shape"}
     file_size: int
     # State-dict names that are buffers, not parameters; filled in by load_model from the built model.
     buffers: frozenset[str] | None = None
@@ -118,55 +116,81 @@ def _parse_json(path: Path, key: str, text: str | None, required: bool = True) -
 def read_header(path: str | os.PathLike[str]) -> CheckpointHeader:
     """Parse and validate a checkpoint's header without reading tensor data."""
     p = Path(path)
+    size = _check_file(p)
+    _check_header_length(p, size)
+    metadata, tensors = _safetensors_table(p)
+    version = _format_version(p, metadata)
+    family = metadata.get("family")
+    if not family:
+        raise CheckpointError(f"{p}: checkpoint metadata has no 'family' entry; the file was edited or is corrupt")
+    config = _parse_json(p, "config", metadata.get("config"))
+    data = _parse_json(p, "data", metadata.get("data"))
+    training = _parse_json(p, "training", metadata.get("training"), required=False)
+    try:
+        spec = DataSpec.from_dict(data)
+        _check_data_spec(spec)
+    except (TypeError, ValueError):
+        raise CheckpointError(f"{p}: checkpoint metadata 'data' is malformed (needs an integer image_size, "
+                              "channels 1 or 3, value_range [lo, hi] with lo < hi, class_names a list of "
+                              "strings)") from None
+    return CheckpointHeader(path=p, family=family, config=config, data=spec, training=training,
+                            format_version=version, metadata=metadata, tensors=tensors, file_size=size)
+
+
+def _check_file(p: Path) -> int:
+    """The size of ``p`` once it is known to be a regular file (a FIFO blocks open() forever; /dev/zero
+    has no size and never ends)."""
     if not p.exists():
         raise CheckpointError(f"checkpoint {p} does not exist; check the path")
     if p.is_dir():
         raise CheckpointError(f"{p} is a folder; give a .safetensors file inside it (e.g. {p}/best.safetensors)")
     problem = regular_file(p)
-    if problem is not None:  # a FIFO blocks open() forever; /dev/zero has no size and never ends
+    if problem is not None:
         raise CheckpointError(f"checkpoint {p} is {problem}, not a regular file; give an aecli .safetensors file")
-    size = p.stat().st_size
-    not_st = f"{p} is not a safetensors file"
+    return p.stat().st_size
+
+
+def _check_header_length(p: Path, size: int) -> None:
+    """The 8-byte header length, bounded before the safetensors library parses (and allocates) it."""
     with open(p, "rb") as fh:
         head = fh.read(8)
-        if len(head) < 8:
-            raise CheckpointError(f"{not_st} (only {size} bytes); give an aecli .safetensors checkpoint")
-        (n,) = struct.unpack("<Q", head)
-        if n > MAX_HEADER_BYTES:
-            raise CheckpointError(f"{not_st} (header length {n} is implausible); "
-                                  "give an aecli .safetensors checkpoint")
-        if n > size - 8:
-            raise CheckpointError(f"{p} is truncated (header needs {n} bytes, file has {size - 8}); "
-                                  "re-copy or re-download it")
-        raw = fh.read(n)
+    if len(head) < 8:
+        raise CheckpointError(f"{p} is not a safetensors file (only {size} bytes); give an aecli .safetensors "
+                              "checkpoint")
+    (n,) = struct.unpack("<Q", head)
+    if n > MAX_HEADER_BYTES:
+        raise CheckpointError(f"{p} is not a safetensors file (header length {n} is implausible); give an aecli "
+                              ".safetensors checkpoint")
+    if n > size - 8:
+        raise CheckpointError(f"{p} is truncated (header needs {n} bytes, file has {size - 8}); re-copy or "
+                              "re-download it")
+
+
+def _safetensors_table(p: Path) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
+    """(metadata, name → {"dtype", "shape"}) as the safetensors library validates them: JSON, string
+    metadata, known dtypes, shapes that match their byte ranges, ranges that tile the data exactly.
+    The file is memory-mapped, no tensor is read. (framework="numpy": no torch for `aecli info`.)"""
+    from safetensors import SafetensorError, safe_open
+
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        raise CheckpointError(f"{not_st} (its header is not JSON); give an aecli .safetensors checkpoint") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{not_st} (its header is not a JSON object)")
-    metadata = header.pop("__metadata__", None) or {}
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise CheckpointError(f"{p}: safetensors metadata must map strings to strings")
-    data_len = size - 8 - n
-    for name, info in header.items():
-        try:
-            dtype, shape, (start, end) = info["dtype"], info["shape"], info["data_offsets"]
-            ok = (dtype in _DTYPE_BYTES and isinstance(shape, list)
-                  and all(isinstance(d, int) and d >= 0 for d in shape)
-                  and isinstance(start, int) and isinstance(end, int) and 0 <= start <= end)
-        except (KeyError, TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise CheckpointError(f"{p}: tensor entry {name!r} in the header is malformed; the file is corrupt")
-        count = 1
-        for d in shape:
-            count *= d
-        if count * _DTYPE_BYTES[dtype] != end - start:
-            raise CheckpointError(f"{p}: tensor {name!r} has shape {shape} but {end - start} bytes; the file is corrupt")
-        if end > data_len:
-            raise CheckpointError(f"{p} is truncated (tensor {name!r} ends past the end of the file); "
-                                  "re-copy or re-download it")
+        with safe_open(str(p), framework="numpy") as fh:
+            metadata = fh.metadata() or {}
+            slices = {name: fh.get_slice(name) for name in fh.keys()}
+            return metadata, {n: {"dtype": s.get_dtype(), "shape": list(s.get_shape())} for n, s in slices.items()}
+    except SafetensorError as exc:
+        # The library's text can quote the file (tensor names): only its kind goes into the message.
+        text = str(exc)
+    if "incomplete metadata" in text:
+        raise CheckpointError(f"{p} is truncated (its tensor data does not end where the header says); "
+                              "re-copy or re-download it")
+    if "invalid JSON" in text:
+        raise CheckpointError(f"{p} is not a safetensors file (its header is not safetensors JSON); give an "
+                              "aecli .safetensors checkpoint")
+    raise CheckpointError(f"{p}: the tensor table in the header is inconsistent (shapes, dtypes and byte "
+                          "offsets disagree); the file is corrupt")
+
+
+def _format_version(p: Path, metadata: dict[str, str]) -> int:
     if metadata.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{p} is a safetensors file but not an aecli checkpoint (no aecli metadata); "
                               "only files written by `aecli train` can be loaded")
@@ -182,21 +206,7 @@ def read_header(path: str | os.PathLike[str]) -> CheckpointHeader:
                               f"({FORMAT_VERSION}); upgrade aecli (pip install -U aecli)")
     if version < 1:
         raise CheckpointError(f"{p}: format_version {version} is invalid")
-    family = metadata.get("family")
-    if not family:
-        raise CheckpointError(f"{p}: checkpoint metadata has no 'family' entry; the file was edited or is corrupt")
-    config = _parse_json(p, "config", metadata.get("config"))
-    data = _parse_json(p, "data", metadata.get("data"))
-    training = _parse_json(p, "training", metadata.get("training"), required=False)
-    try:
-        spec = DataSpec.from_dict(data)
-        _check_data_spec(spec)
-    except (TypeError, ValueError):
-        raise CheckpointError(f"{p}: checkpoint metadata 'data' is malformed (needs an integer image_size, "
-                              "channels 1 or 3, value_range [lo, hi] with lo < hi, class_names a list of "
-                              "strings)") from None
-    return CheckpointHeader(path=p, family=family, config=config, data=spec, training=training,
-                            format_version=version, metadata=metadata, tensors=header, file_size=size)
+    return version
 
 
 def _is_int(v: Any) -> bool:
@@ -221,13 +231,12 @@ def _check_data_spec(spec: DataSpec) -> None:
 
 def build_from_header(header: CheckpointHeader) -> Autoencoder:
     """Build the (untrained) model a header describes, only from registered families."""
-    from aecli.models.registry import create_model, list_models
+    # Imported here: the registry builds torch modules, and reading a header stays torch-free.
+    from aecli.models.registry import create_model, get_family, list_models
 
     if header.family not in list_models():
         raise CheckpointError(f"{header.path}: unknown model family {header.family!r}; this aecli knows "
                               f"{', '.join(list_models())} (a newer aecli may know it)")
-    from aecli.models.registry import get_family
-
     # A config saved before an option existed means that option's legacy value, not today's default.
     config = {**get_family(header.family).Config.LEGACY, **header.config}
     try:
@@ -347,8 +356,6 @@ def save_model(path: str | os.PathLike[str], model: Autoencoder, data: DataSpec,
     """
     import torch
     from safetensors.torch import save_file
-
-    import aecli
 
     state = model.state_dict()
     # Checked here, not at load time: a mismatch is a bug in the caller and must not reach a file.

@@ -13,18 +13,9 @@ from aecli.commands._common import (PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, PAN
                                     aliased, handle_errors, parse_list, stdout_is_terminal)
 from aecli.errors import UsageError
 from aecli.metrics import DEFAULT_METRICS
-METRICS_HELP = ("Comma list of: l1, mse (on [0,1] images), psnr, ssim, ms-ssim, lpips, kl (column kl_per_image: nats "
-                "per image), rfid, latent (active dims, mean |z|, total variance), codebook (vq-vae/vqgan: code "
-                "perplexity, used codes, usage = used / codebook size, dead codes; --codebook-plots for a usage "
-                "histogram), fid, is, kid (generative families, on --samples prior draws), class-acc "
-                "(class-conditional models, as in the QuickDraw conditional VAE, seed 004: an MLP classifier trained on the real labelled train split, "
-                "cached in --cache, scores --class-samples draws per class; columns class_acc = share "
-                "classified as the asked class, class_conf = mean softmax probability of the asked class, "
-                "class_ceiling = the classifier's accuracy on real val images; each the mean over classes, "
-                "per class as class_acc[NAME], class_conf[NAME], class_ceiling[NAME] in --json/--csv). "
-                "Default: l1, mse, psnr, ssim, plus lpips when its pretrained weights are on this machine "
-                "(skipped with a note saying how to get them otherwise); FID-type metrics need the Inception "
-                "weights.")
+from aecli.metrics.registry import metrics_help
+
+METRICS_HELP = metrics_help()
 
 
 @handle_errors
@@ -87,40 +78,17 @@ def evaluate(
     codebook_plots: Annotated[Optional[Path], typer.Option(help="codebook: write each checkpoint's per-code "
                                                            "usage histogram here (<run>_<checkpoint>_codebook.png).",
                                                            rich_help_panel=PANEL_OUTPUT)] = None,
-    json_path: Annotated[Optional[Path], typer.Option("--json", help="Write values, N, sizes, device, library "
+    json_path: Annotated[Optional[Path], typer.Option("--json-out", help="Write values, N, sizes, device, library "
                                                       "versions, weights hashes and the FID protocol as JSON.",
                                                       rich_help_panel=PANEL_OUTPUT)] = None,
-    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write one CSV line per row.",
+    csv_path: Annotated[Optional[Path], typer.Option("--csv-out", help="Write one CSV line per row.",
                                                      rich_help_panel=PANEL_OUTPUT)] = None,
 ) -> None:
     """Score checkpoints (one row each, one pass over the data per checkpoint, reference statistics
     cached) or paired folders. PSNR/SSIM/LPIPS are per image, then mean ± std. Never downloads:
     missing pretrained files fail at once with the `aecli weights download` command to run."""
-    paired = pred is not None or ref is not None
-    if paired and (pred is None or ref is None):
-        raise UsageError("paired mode needs both --pred DIR and --ref DIR")
-    if paired and baseline:
-        raise UsageError("--baseline needs checkpoints (it fits PCA on a checkpoint's training data), not --pred/--ref")
-    if paired and checkpoints:
-        raise UsageError("give checkpoints or --pred/--ref, not both")
-    if not paired and not checkpoints:
-        raise UsageError("give one or more checkpoints, or --pred DIR --ref DIR")
-    from aecli.atomic import check_writable
-
-    for option, path in (("--json", json_path), ("--csv", csv_path)):
-        if path is not None:
-            check_writable(path, option)  # before the (long) evaluation, not after it
-    # The weights check runs before torch is even imported: a missing file fails in well under a second.
-    from aecli.weights import require_weights, split_available
-
-    if metrics is None:  # the default works offline: metrics whose files are missing are skipped, with a note
-        metric_list, _, note = split_available(parse_list(DEFAULT_METRICS), lpips_net, weights_dir,
-                                               inception_weights, lpips_weights)
-        if note:
-            typer.echo(f"note: {note}", err=True)  # one line, never folded at 80 columns
-    else:
-        metric_list = parse_list(metrics)
-        require_weights(metric_list, lpips_net, weights_dir, inception_weights, lpips_weights, fid_backend=fid_backend)
+    paired = _check_inputs(checkpoints, pred, ref, baseline, json_path, csv_path)
+    metric_list = _metric_list(metrics, lpips_net, weights_dir, inception_weights, lpips_weights, fid_backend)
 
     from rich.console import Console
 
@@ -151,5 +119,46 @@ def evaluate(
         write_csv(report, csv_path)
 
 
+def _check_inputs(checkpoints: Optional[list[Path]], pred: Optional[Path], ref: Optional[Path],
+                  baseline: Optional[str], json_path: Optional[Path], csv_path: Optional[Path]) -> bool:
+    """Whether this is paired mode (--pred/--ref); a usage error for a bad combination or an unwritable
+    output file, before the (long) evaluation."""
+    paired = pred is not None or ref is not None
+    if paired and (pred is None or ref is None):
+        raise UsageError("paired mode needs both --pred DIR and --ref DIR")
+    if paired and baseline:
+        raise UsageError("--baseline needs checkpoints (it fits PCA on a checkpoint's training data), not --pred/--ref")
+    if paired and checkpoints:
+        raise UsageError("give checkpoints or --pred/--ref, not both")
+    if not paired and not checkpoints:
+        raise UsageError("give one or more checkpoints, or --pred DIR --ref DIR")
+    from aecli.atomic import check_writable
+
+    for option, path in (("--json-out", json_path), ("--csv-out", csv_path)):
+        if path is not None:
+            check_writable(path, option)
+    return paired
+
+
+def _metric_list(metrics: Optional[str], lpips_net: str, weights_dir: Optional[str], inception_weights: Optional[str],
+                 lpips_weights: Optional[str], fid_backend: str) -> list[str]:
+    """The metrics to compute, their pretrained files checked before torch is even imported: a missing file
+    fails in well under a second. The default works offline: a default metric whose files are missing is
+    skipped, with a note."""
+    from aecli.metrics.registry import parse_metrics, pretrained_needs, split_available
+    from aecli.weights import require_weights
+
+    if metrics is None:
+        metric_list, _, note = split_available(parse_list(DEFAULT_METRICS), lpips_net, weights_dir,
+                                               inception_weights, lpips_weights)
+        if note:
+            typer.echo(f"note: {note}", err=True)  # one line, never folded at 80 columns
+        return metric_list
+    metric_list = parse_metrics(parse_list(metrics))
+    require_weights(pretrained_needs(metric_list), lpips_net, weights_dir, inception_weights, lpips_weights,
+                    fid_backend=fid_backend)
+    return metric_list
+
+
 def register(app: typer.Typer) -> None:
-    app.command("evaluate", cls=aliased(m="--metrics", cache_dir="--cache"))(evaluate)
+    app.command("evaluate", cls=aliased(m="--metrics", cache_dir="--cache", json="--json-out", csv="--csv-out"))(evaluate)

@@ -9,26 +9,10 @@ import typer
 from aecli.commands._common import handle_errors, stdout_is_terminal
 
 
-def supported_commands(cls: type) -> list[str]:
-    """Which commands a family supports, derived from its capabilities."""
-    cmds = ["train"]
-    if cls.has_encoder:
-        cmds += ["reconstruct", "encode", "evaluate", "tsne"]
-    elif cls.has_prior:
-        cmds += ["evaluate"]
-    if not cls.sample_refusal and (cls.has_prior or (cls.has_encoder and cls.decodes_latent)):
-        cmds.append("sample" if cls.has_prior else "sample --fit")
-    if cls.decodes_latent:
-        cmds += ["decode", "interpolate"]
-        if cls.has_encoder:
-            cmds.append("arithmetic")
-    return cmds
-
-
 def family_rows() -> list[dict[str, object]]:
     import dataclasses
 
-    from aecli.models import get_family, list_models
+    from aecli.models import get_family, list_models, supported_commands
 
     rows = []
     for name in list_models():

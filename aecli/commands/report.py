@@ -17,7 +17,7 @@ def report(
     out: Annotated[Path, typer.Option("--out", help="Report file (.md; with --html, .html).")] = Path("report.md"),
     html: Annotated[bool, typer.Option("--html", help="One self-contained HTML file with embedded images.")] = False,
     sort_by: Annotated[Optional[str], typer.Option(help="Sort the comparison by this figure, e.g. val_loss, psnr, fid.")] = None,
-    eval_file: Annotated[Optional[list[Path]], typer.Option("--eval", help="`aecli evaluate --json` output(s) to include (repeatable); evaluation*.json files in the run folders are read too.")] = None,
+    eval_file: Annotated[Optional[list[Path]], typer.Option("--eval", help="`aecli evaluate --json-out` output(s) to include (repeatable); evaluation*.json files in the run folders are read too.")] = None,
     title: Annotated[str, typer.Option(help="Report title.")] = "aecli report",
 ) -> None:
     """Per run: family, architecture, hyperparameters, loss curves, final grids, evaluation; then one

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from aecli.commands._common import PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, SPLIT_HELP, handle_errors
+from aecli.commands._common import PANEL_DATA, PANEL_OUTPUT, PANEL_RUNTIME, SPLIT_HELP, aliased, handle_errors
 
 
 def _fmt(value: float | None, why: list[str]) -> str:
@@ -26,7 +26,7 @@ def tsne(
     seed: Annotated[int, typer.Option(help="Seed for --n, PCA/t-SNE and the k-NN train/test split.")] = 0,
     out: Annotated[str, typer.Option(help="Figure (.png, .svg or .pdf); the CSV of points goes beside it.", rich_help_panel=PANEL_OUTPUT)] = "tsne.png",
     save_latents: Annotated[Optional[str], typer.Option(help="Also write the raw latents: .safetensors (with names and labels) or .npy.", rich_help_panel=PANEL_OUTPUT)] = None,
-    json_out: Annotated[Optional[str], typer.Option("--json", help="Write the latent-quality figures and settings as JSON.", rich_help_panel=PANEL_OUTPUT)] = None,
+    json_out: Annotated[Optional[str], typer.Option("--json-out", help="Write the latent-quality figures and settings as JSON.", rich_help_panel=PANEL_OUTPUT)] = None,
     device: Annotated[str, typer.Option(envvar="AECLI_DEVICE", help="auto|cpu|cuda|cuda:N.", rich_help_panel=PANEL_RUNTIME)] = "auto",
     batch_size: Annotated[int, typer.Option(help="Images encoded per batch.", rich_help_panel=PANEL_RUNTIME)] = 256,
     ema: Annotated[bool, typer.Option("--ema", help="Use the checkpoint's EMA weights.", rich_help_panel=PANEL_RUNTIME)] = False,
@@ -53,4 +53,4 @@ def tsne(
 
 
 def register(app: typer.Typer) -> None:
-    app.command("tsne")(tsne)
+    app.command("tsne", cls=aliased(json="--json-out"))(tsne)

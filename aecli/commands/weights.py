@@ -10,6 +10,7 @@ import typer
 from aecli import completion
 from aecli.commands._common import PANEL_WEIGHTS, aliased, handle_errors, parse_list, stdout_is_terminal
 from aecli.errors import UsageError, WeightsMissingError
+from aecli.metrics.registry import weights_metrics_help
 
 weights_app = typer.Typer(
     help="Check or fetch the pretrained files (LPIPS backbones, torch-fidelity's Inception). Files live in "
@@ -18,8 +19,8 @@ weights_app = typer.Typer(
     no_args_is_help=True,
 )
 
-MetricsOpt = Annotated[str, typer.Option("--metrics", autocompletion=completion.weight_metrics, help="Which metrics' files: lpips and/or "
-                                         "fid (also covers rfid, is, kid).")]
+MetricsOpt = Annotated[str, typer.Option("--metrics", autocompletion=completion.weight_metrics,
+                                         help=weights_metrics_help())]
 NetOpt = Annotated[str, typer.Option(help="LPIPS trunk(s), comma list of alex, vgg, squeeze, or all.")]
 BackendOpt = Annotated[str, typer.Option(help="FID backend whose Inception file to use: torch-fidelity or "
                                          "clean-fid (see `aecli evaluate --fid-backend`).")]
@@ -27,15 +28,16 @@ DirOpt = Annotated[Optional[str], typer.Option(envvar="AECLI_WEIGHTS_DIR", help=
                                                "$TORCH_HOME/hub/checkpoints).", rich_help_panel=PANEL_WEIGHTS)]
 
 
-def _metrics(text: str) -> list[str]:
-    """The --metrics list, refusing names `aecli evaluate` does not know."""
+def _needs(text: str) -> list[str]:
+    """The pretrained file groups of the --metrics list, refusing names `aecli evaluate` does not know."""
     from aecli.metrics import METRICS
+    from aecli.metrics.registry import pretrained_needs
 
     wanted = parse_list(text)
     unknown = [m for m in wanted if m not in METRICS]
     if unknown:
         raise UsageError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
-    return wanted
+    return pretrained_needs(wanted) if wanted else []
 
 
 def _nets(text: str) -> list[str]:
@@ -60,9 +62,10 @@ def check(
     """Per file: present, readable, SHA-256 (or a strict load) OK. Never touches the network.
 
     Piped or redirected: one tab-separated line per file (status, path, use, detail), never wrapped."""
-    from aecli.weights import check_files, export_line, remedy
+    from aecli.pretrained import check_files
+    from aecli.weights import export_line, remedy
 
-    wanted = _metrics(metrics)
+    wanted = _needs(metrics)
     statuses, seen = [], set()
     for net in _nets(lpips_net):
         for status in check_files(wanted, net, weights_dir, inception_weights, lpips_weights, fid_backend):
@@ -104,7 +107,7 @@ def download(
 
     if not (timeout > 0 and math.isfinite(timeout)):
         raise UsageError(f"--timeout must be a positive number of seconds, got {timeout}")
-    wanted = _metrics(metrics)
+    wanted = _needs(metrics)
     done = set()
     for net in _nets(lpips_net):
         for path in fetch(wanted, net, weights_dir, timeout_s=timeout, fid_backend=fid_backend):

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from aecli.data.imageset import ImageSet
     from aecli.data.loader import BatchLoader, to_model_input
-    from aecli.data.sources import BUILTIN_NAMES, TORCHVISION_NAMES, open_for, open_source, open_splits
+    from aecli.data.sources import natural_format, open_for, open_source, open_splits
 
 _EXPORTS = {
     "ImageSet": "aecli.data.imageset",
@@ -22,8 +22,7 @@ _EXPORTS = {
     "open_for": "aecli.data.sources",
     "open_source": "aecli.data.sources",
     "open_splits": "aecli.data.sources",
-    "BUILTIN_NAMES": "aecli.data.sources",
-    "TORCHVISION_NAMES": "aecli.data.sources",
+    "natural_format": "aecli.data.sources",
 }
 
 __all__ = sorted(_EXPORTS)

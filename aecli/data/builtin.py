@@ -9,6 +9,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from aecli.data.catalog import Catalog, DecodeOptions, array_fill
+
 SHAPE_CLASSES = ["circle", "square", "triangle", "diamond", "star", "cross"]
 _SHAPES_SEED = 20240501  # fixed: shape i is the same picture on every machine and every run
 _SHAPES_VERSION = 1  # bump when drawing changes, so old caches are not reused
@@ -89,3 +90,12 @@ def shapes_catalog(count: int) -> Catalog:
 
     return Catalog(f"shapes ({count} images)", f"shapes:v{_SHAPES_VERSION}:{count}", names, labels,
                    list(SHAPE_CLASSES), fill, f"shapes{count}")
+
+
+# Openers of the registered sources (aecli.data.registry): (key, data_root, download) → (train, official val).
+def digits_catalogs(key: str, data_root: str | None, download: bool) -> tuple[Catalog, None]:
+    return digits_catalog(), None
+
+
+def shapes_catalogs(key: str, data_root: str | None, download: bool) -> tuple[Catalog, None]:
+    return shapes_catalog(int(key.partition(":")[2])), None

@@ -14,53 +14,18 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
+from aecli.data.registry import match_folder, match_named
 from aecli.errors import DataError, UsageError
 
-SHAPES_DEFAULT_COUNT = 2048
-# shapes:N is drawn and decoded in memory: 32 px RGB is 3 KB an image, so 10⁶ is 3 GB at the natural
-# size. Larger requests are refused before anything is allocated.
-MAX_SHAPES = 1_000_000
-TORCHVISION_NAMES = ("mnist", "fashion-mnist", "cifar10", "celeba")
-TORCHVISION_ALIASES = {"fashion_mnist": "fashion-mnist", "fashionmnist": "fashion-mnist", "cifar-10": "cifar10"}
 MAX_RECORDED_SOURCE = 4096  # characters: a path longer than PATH_MAX is not one a run trained on
-FOLDER_KINDS = ("quickdraw", "images")  # quickdraw:DIR, images:DIR choose how a folder is read
 # Folders a recorded source may not name: walking them reads the whole machine or blocks on devices.
 _FORBIDDEN_ROOTS = ("/proc", "/sys", "/dev")
 
 
-def shapes_count(source: str) -> int | None:
-    """N of ``shapes``/``shapes:N`` (bounded), None when ``source`` is not the shapes set."""
-    key = source.strip().lower()
-    if key != "shapes" and not key.startswith("shapes:"):
-        return None
-    text = key.partition(":")[2] or str(SHAPES_DEFAULT_COUNT)
-    if not text.isdigit() or int(text) < 1:
-        raise UsageError(f"shapes:N needs a positive image count, got {source!r}")
-    if int(text) > MAX_SHAPES:
-        raise UsageError(f"shapes:{text} is more than the {MAX_SHAPES:,} shapes aecli draws; "
-                         f"give shapes:N with N <= {MAX_SHAPES}")
-    return int(text)
-
-
 def named_set(source: str) -> str | None:
-    """The canonical name of an embedded or torchvision set (``digits``, ``shapes:N``, ``mnist``…), or None."""
-    key = source.strip().lower()
-    if key == "digits":
-        return key
-    count = shapes_count(source)
-    if count is not None:
-        return f"shapes:{count}"
-    key = TORCHVISION_ALIASES.get(key, key)
-    return key if key in TORCHVISION_NAMES else None
-
-
-def folder_kind(source: str) -> tuple[str, str] | None:
-    """(kind, folder) of ``quickdraw:DIR``/``images:DIR``; None for anything else (also for a path that
-    really is called ``images:x``)."""
-    kind, colon, rest = source.partition(":")
-    if colon and kind.lower() in FOLDER_KINDS and not os.path.exists(os.path.expanduser(source)):
-        return kind.lower(), rest
-    return None
+    """The canonical name of a named set (``digits``, ``shapes:N``, ``mnist``…), or None."""
+    found = match_named(source)
+    return found[1] if found else None
 
 
 def source_key(source: str | Sequence[str] | None) -> str | None:
@@ -71,7 +36,7 @@ def source_key(source: str | Sequence[str] | None) -> str | None:
     named = named_set(source)
     if named is not None:
         return named
-    explicit = folder_kind(source)
+    explicit = match_folder(source)
     path = explicit[1] if explicit else source
     return "path:" + os.path.realpath(os.path.expanduser(path))
 

@@ -1,7 +1,7 @@
 """open_source: any ``--data`` value → an ImageSet for one split.
 
-Resolution of a source string, in order: ``digits``, ``shapes``/``shapes:N``, a torchvision name
-(``mnist``, ``fashion-mnist``, ``cifar10``, ``celeba``), then a path: a folder is QuickDraw when its
+Resolution of a source string, in order: a named set of aecli.data.registry (``digits``,
+``shapes``/``shapes:N``, ``mnist``, ``fashion-mnist``, ``cifar10``, ``celeba``), then a path: a folder is QuickDraw when its
 ``*.npy`` files outnumber its images, else an image folder (a warning names the files of the other kind
 that are ignored; ``quickdraw:DIR`` or ``images:DIR`` chooses explicitly), a file is a single image.
 (Write ``./digits`` for a folder that happens to be called like a built-in set.) A list of paths is a
@@ -33,14 +33,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from aecli.data import cache, folders, quickdraw
 from aecli.data.catalog import Catalog, DecodeOptions
 from aecli.data.decode import IMAGE_EXTENSIONS
-from aecli.data.identity import TORCHVISION_NAMES, check_recorded_source, folder_kind, same_source, shapes_count
 from aecli.data.imageset import ImageSet, concat, select_rows
+from aecli.data.registry import DataSource, get_source, match_folder, match_named, named_sets
 from aecli.data.spec import DataSpec
 from aecli.errors import DataError, UsageError
 
-BUILTIN_NAMES = ("digits", "shapes")
 MAX_IMAGE_SIZE = 8192  # one 3-channel image of this size is 200 MB decoded; models stop at 1024
 DEFAULT_VAL_FRACTION = 0.1
 # What a command's --split takes; "auto" = val of the checkpoint's training data, all of other data.
@@ -61,32 +61,23 @@ class _Resolved:
 
 
 def _resolve(source: str | Sequence[str], data_root: str | None, download: bool) -> _Resolved:
-    from aecli.data import builtin, folders, quickdraw, torchvision_sets
-
     if not isinstance(source, str):
         files = [str(s) for s in source]
         if not files:
             raise DataError("no image files given")
         return _Resolved(folders.files_catalog(files), explicit_files=True)
-    key = source.strip().lower()
-    if key == "digits":
-        return _Resolved(builtin.digits_catalog())
-    count = shapes_count(source)
-    if count is not None:
-        return _Resolved(builtin.shapes_catalog(count))
-    key = torchvision_sets.ALIASES.get(key, key)
-    if key in torchvision_sets.NAMES:
-        train, val = torchvision_sets.torchvision_catalogs(key, data_root, download)
-        return _Resolved(train, val)
-    explicit = folder_kind(source)
+    named = match_named(source)
+    if named is not None:
+        kind, key = named
+        train, official_val = kind.open(key, data_root, download)
+        return _Resolved(train, official_val)
+    explicit = match_folder(source)
     if explicit is not None:
         kind, rest = explicit
         folder = Path(os.path.expanduser(rest))
         if not folder.is_dir():
-            raise DataError(f"{source}: {rest} is not a folder; give {kind}:DIR with an existing folder")
-        if kind == "quickdraw":
-            return _Resolved(quickdraw.quickdraw_catalog(folder))
-        return _Resolved(folders.folder_catalog(folder))
+            raise DataError(f"{source}: {rest} is not a folder; give {kind.name}:DIR with an existing folder")
+        return _Resolved(kind.open(folder))
     path = Path(os.path.expanduser(source))
     if path.is_dir():
         return _Resolved(_folder_by_majority(path))
@@ -94,31 +85,60 @@ def _resolve(source: str | Sequence[str], data_root: str | None, download: bool)
         if not source.lower().endswith(IMAGE_EXTENSIONS):
             raise DataError(f"{source} is not an image file ({', '.join(IMAGE_EXTENSIONS)}) nor a folder")
         return _Resolved(folders.files_catalog([source]), explicit_files=True)
+    names = ", ".join(s.name + (":N" if s.counted else "") for s in named_sets())
     raise DataError(f"data source {source!r} not found: give a folder of images, an image file, a folder "
-                    f"of QuickDraw .npy files, or one of {', '.join(BUILTIN_NAMES + TORCHVISION_NAMES)}")
+                    f"of QuickDraw .npy files, or one of {names}")
+
+
+def _majority_kind(path: Path, announce: bool) -> tuple[str, list[tuple[str, int, int]] | None]:
+    """How a bare folder is read ("quickdraw" or "images", and its image listing when walked): as
+    whichever kind it holds more files of. One stray ``latents.npy`` must not turn a folder of PNGs
+    into QuickDraw data, nor a preview PNG a QuickDraw folder into an image folder. With ``announce``
+    a mixed folder's choice is said, with the prefix that overrides it."""
+    npy = quickdraw.npy_files(path)
+    if not npy:
+        return "images", None  # the common case: no walk here, the catalog walks once
+    images = folders.walk_images(path)
+    if not images:
+        return "quickdraw", images
+    if len(npy) > len(images):
+        if announce:
+            warnings.warn(f"{path} holds {len(npy)} .npy file(s) and {len(images)} image file(s): read as "
+                          f"QuickDraw data, the images are ignored (write images:{path} to read the images "
+                          "instead)", DataWarning, stacklevel=5)
+        return "quickdraw", images
+    if announce:
+        warnings.warn(f"{path} holds {len(images)} image file(s) and {len(npy)} .npy file(s) "
+                      f"(e.g. {npy[0].name!r}): read as an image folder, the .npy files are ignored (write "
+                      f"quickdraw:{path} to read them as QuickDraw data instead)", DataWarning, stacklevel=5)
+    return "images", images
 
 
 def _folder_by_majority(path: Path) -> Catalog:
-    """A folder holding both ``.npy`` files and images is read as whichever kind it holds more of: one
-    stray ``latents.npy`` must not turn a folder of PNGs into QuickDraw data, nor a preview PNG a
-    QuickDraw folder into an image folder. The choice is said, with the prefix that overrides it."""
-    from aecli.data import folders, quickdraw
-
-    npy = quickdraw.npy_files(path)
-    if not npy:
-        return folders.folder_catalog(path)
-    images = folders.walk_images(path)
-    if not images:
+    kind, images = _majority_kind(path, announce=True)
+    if kind == "quickdraw":
         return quickdraw.quickdraw_catalog(path)
-    if len(npy) > len(images):
-        warnings.warn(f"{path} holds {len(npy)} .npy file(s) and {len(images)} image file(s): read as QuickDraw "
-                      f"data, the images are ignored (write images:{path} to read the images instead)",
-                      DataWarning, stacklevel=4)
-        return quickdraw.quickdraw_catalog(path)
-    warnings.warn(f"{path} holds {len(images)} image file(s) and {len(npy)} .npy file(s) "
-                  f"(e.g. {npy[0].name!r}): read as an image folder, the .npy files are ignored (write "
-                  f"quickdraw:{path} to read them as QuickDraw data instead)", DataWarning, stacklevel=4)
     return folders.folder_catalog(path, images)
+
+
+def source_kind(source: str) -> DataSource:
+    """The registered source ``source`` is read as (a file or a list of files: an image folder's)."""
+    named = match_named(source) or match_folder(source)
+    if named is not None:
+        return named[0]
+    path = Path(os.path.expanduser(source))
+    return get_source(_majority_kind(path, announce=False)[0] if path.is_dir() else "images")
+
+
+def natural_format(source: str) -> tuple[int, int]:
+    """(image size, channels) training uses for ``source`` without --image-size/--channels."""
+    kind = source_kind(source)
+    return kind.size, kind.channels
+
+
+def native_size(source: str) -> int | None:
+    """The pixel size ``source``'s images really have, where the source fixes it (None: any size)."""
+    return source_kind(source).native
 
 
 def _val_indices(n: int, val_count: int | None, val_fraction: float | None) -> np.ndarray:
@@ -157,9 +177,7 @@ def _materialize(catalog: Catalog, indices: np.ndarray, opts: DecodeOptions,
                  cache_dir: str | None) -> tuple[ImageSet, list[int]]:
     """Decode ``indices`` of ``catalog`` (or read them from the cache) → (ImageSet, skipped indices)."""
     if cache_dir is not None:
-        from aecli.data.cache import load_or_build
-
-        store = load_or_build(cache_dir, catalog, opts)
+        store = cache.load_or_build(cache_dir, catalog, opts)
         pos = np.searchsorted(store.rows, indices)
         pos_ok = np.minimum(pos, max(len(store.rows) - 1, 0))
         present = (pos < len(store.rows)) & (store.rows[pos_ok] == indices) if len(store.rows) else \
@@ -338,8 +356,6 @@ def open_splits(
 def _open_split(resolved: _Resolved, split: str, *, image_size: int, channels: int, val_count: int | None,
                 val_fraction: float | None, strict: bool | None, cache_dir: str | None, limit: int | None,
                 workers: int | None, progress: bool) -> ImageSet:
-    from aecli.data.folders import default_workers
-
     parts = _select(resolved, split, val_count, val_fraction)
     split_size = sum(len(i) for _, i in parts)
     if limit is not None:
@@ -348,7 +364,7 @@ def _open_split(resolved: _Resolved, split: str, *, image_size: int, channels: i
             capped.append((catalog, idx[:left]))
             left -= len(capped[-1][1])
         parts = [(c, i) for c, i in capped if len(i)] or capped[:1]
-    opts = DecodeOptions(image_size, channels, workers or default_workers(), progress)
+    opts = DecodeOptions(image_size, channels, workers or folders.default_workers(), progress)
     sets, skipped_names, listed, reasons = [], [], 0, {}
     for catalog, idx in parts:
         data, skipped = _materialize(catalog, idx, opts, cache_dir)
@@ -391,10 +407,8 @@ def _named(name: str, reasons: dict[str, str]) -> str:
 def _source_id(parts: list[tuple[Catalog, np.ndarray]], opts: DecodeOptions, split: str,
                val_count: int | None, val_fraction: float | None, limit: int | None, explicit: bool) -> str:
     """Stable identity of exactly these images (evaluate keys its FID reference statistics on it)."""
-    from aecli.data.cache import store_key
-
     text = json.dumps({
-        "stores": [store_key(c, opts.image_size, opts.channels) for c, _ in parts],
+        "stores": [cache.store_key(c, opts.image_size, opts.channels) for c, _ in parts],
         "split": "files" if explicit else split, "val_count": val_count, "val_fraction": val_fraction,
         "limit": limit,
     })

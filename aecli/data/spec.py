@@ -6,6 +6,9 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from aecli.data.identity import check_recorded_source, source_key
+from aecli.errors import UsageError
+
 
 @dataclass
 class DataSpec:
@@ -36,9 +39,6 @@ class DataSpec:
 
     def training_key(self) -> str | None:
         """aecli.data.identity.source_key of the training data."""
-        from aecli.data.identity import source_key
-        from aecli.errors import UsageError
-
         try:
             return "path:" + self.source_path if self.source_path else source_key(self.source)
         except UsageError:  # a recorded source no command would open (shapes:0) is no data's identity
@@ -46,15 +46,11 @@ class DataSpec:
 
     def is_training_source(self, source: Any) -> bool:
         """Whether ``source`` names the training data, however it is spelled (see aecli.data.identity)."""
-        from aecli.data.identity import source_key
-
         key = source_key(source)
         return key is not None and key == self.training_key()
 
     def default_source(self, checkpoint: Any) -> str:
         """The training data as a command's default ``--data``, checked like untrusted input."""
-        from aecli.data.identity import check_recorded_source
-
         return check_recorded_source(self.source_path or self.source, checkpoint)
 
     def split_options(self, source: Any) -> dict[str, Any]:

@@ -11,7 +11,6 @@ import torch
 
 from aecli.data.catalog import Catalog, array_fill
 from aecli.data.folders import file_fill
-from aecli.data.identity import TORCHVISION_ALIASES
 from aecli.errors import DataError
 
 # name → (torchvision class, folder under data_root that torchvision reads, what lives there)
@@ -21,8 +20,6 @@ _SETS = {
     "cifar10": ("CIFAR10", "cifar-10-batches-py", "data_batch_1 … data_batch_5, test_batch, batches.meta"),
     "celeba": ("CelebA", "celeba", "img_align_celeba/ and list_eval_partition.txt, list_attr_celeba.txt, …"),
 }
-NAMES = tuple(_SETS)
-ALIASES = TORCHVISION_ALIASES
 
 
 def _open(name: str, root: Path, official_split: str, download: bool):

@@ -19,7 +19,12 @@ from typing import Any, Sequence
 
 import torch
 
+from aecli.data import open_for
+from aecli.devices import resolve_device
 from aecli.errors import UsageError
+from aecli.images import save_grid
+from aecli.inference.common import check_png_path, labels_for, load_for, parse_class, precheck, tty
+from aecli.inference.latents import decode_latents, encode_images, save_latents
 
 DEFAULT_APPLY_N = 8  # images edited when --apply defaults to the training data (a grid row each)
 
@@ -49,31 +54,20 @@ class _Model:
     def open(self, source: str | Sequence[str] | None, limit: int | None = None) -> Any:
         """``source`` as every command opens it (aecli.data.open_for's auto split): all of a folder or
         image; of the checkpoint's training data (also when no source is given) the held-out images."""
-        from aecli.data import open_for
-        from aecli.inference.common import tty
-
         return open_for(self.spec, source, checkpoint=self.checkpoint, split="auto",
                         limit=limit, data_root=self.data_root, progress=tty(self.progress))
 
     def latents(self, data: Any, what: str) -> torch.Tensor:
-        from aecli.inference.latents import encode_images
-
         return encode_images(self.model, data, self.spec.value_range, batch_size=self.batch_size,
                              device=self.device, progress=self.progress, description=f"encoding {what}")
 
     def decode(self, z: torch.Tensor, data_labels: torch.Tensor | None = None) -> torch.Tensor:
-        from aecli.inference.common import labels_for
-        from aecli.inference.latents import decode_latents
-
         labels = labels_for(self.model, len(z), self.class_index, data_labels)
         return decode_latents(self.model, z, self.spec, labels, batch_size=self.batch_size)
 
 
 def _open_model(checkpoint: Any, command: str, device: str, ema: bool, batch_size: int, class_name: str | None,
                 data_root: str | None, progress: bool) -> _Model:
-    from aecli.devices import resolve_device
-    from aecli.inference.common import load_for, parse_class, precheck
-
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     precheck(checkpoint, command, encoder=True, decoder=True)
@@ -94,10 +88,6 @@ def arithmetic(
 ) -> ArithmeticResult:
     """Add ``scale · (mean z(plus) − mean z(minus))`` to every image of ``apply`` (None: the first
     ``n`` (default DEFAULT_APPLY_N) held-out images of the checkpoint's training data); grid at ``out``."""
-    from aecli.images import save_grid
-    from aecli.inference.common import check_png_path
-    from aecli.inference.latents import save_latents
-
     out_path = check_png_path(out)
     scales = [float(s) for s in scales]
     if not scales:
@@ -185,9 +175,6 @@ def expression(
 
     The grid's row: each operand (the image itself; a folder shows its decoded mean latent), then the
     decoded result."""
-    from aecli.images import save_grid
-    from aecli.inference.common import check_png_path
-
     out_path = check_png_path(out)
     terms = parse_expression(expr)
     m = _open_model(checkpoint, "arithmetic", device, ema, batch_size, class_name, data_root, progress)

@@ -12,7 +12,10 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from aecli.atomic import check_writable
+from aecli.checkpoint import load_model, read_header
+from aecli.data import BatchLoader
 from aecli.errors import UsageError
+from aecli.models import get_family, list_models, supported_commands
 
 # Why a family cannot do something, in the words a user needs (see `aecli models` for the table).
 _NO_ENCODER = "it has no encoder (a GAN only generates images from z)"
@@ -24,8 +27,6 @@ def check_capability(model: Any, path: str | os.PathLike[str], command: str, *, 
                      decoder: bool = False, prior: bool = False, sampling: bool = False) -> None:
     """Raise UsageError naming the family, the command and why, when ``model`` (a model or a family
     class) lacks a capability. ``sampling``: `sample`, with or without --fit."""
-    from aecli.commands.models import supported_commands
-
     reasons = []
     if encoder and not model.has_encoder:
         reasons.append(_NO_ENCODER)
@@ -44,9 +45,6 @@ def check_capability(model: Any, path: str | os.PathLike[str], command: str, *, 
 
 def precheck(path: str | os.PathLike[str], command: str, **needs: bool) -> Any:
     """Read only the header and refuse an unsuitable family before any weights or data are loaded."""
-    from aecli.checkpoint import read_header
-    from aecli.models import get_family, list_models
-
     header = read_header(path)
     if header.family in list_models():  # an unknown family is load_model's (clearer) error
         check_capability(get_family(header.family), path, command, **needs)
@@ -56,8 +54,6 @@ def precheck(path: str | os.PathLike[str], command: str, **needs: bool) -> Any:
 def load_for(path: str | os.PathLike[str], device: torch.device, command: str, *, ema: bool = False,
              **needs: bool) -> Any:
     """load_model + check_capability → LoadedCheckpoint."""
-    from aecli.checkpoint import load_model
-
     ckpt = load_model(path, device, ema=ema)
     check_capability(ckpt.model, path, command, **needs)
     return ckpt
@@ -102,8 +98,6 @@ def tty(progress: bool) -> bool:
 
 def batches(data: Any, batch_size: int, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(uint8 images, labels) of an ImageSet in order, on ``device``."""
-    from aecli.data import BatchLoader
-
     if batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
     yield from BatchLoader(data, batch_size, shuffle=False, device=device)

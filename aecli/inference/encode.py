@@ -20,8 +20,21 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
+from aecli.atomic import atomic_path, remove_stale_temps, write_text
+from aecli.checkpoint.format import LATENT_SCALE_KEY, set_metadata
+from aecli.data import open_for, to_model_input
+from aecli.devices import resolve_device
 from aecli.errors import DataError, UsageError
+from aecli.hashing import sha256_file
+from aecli.images import save_png
+from aecli.inference.common import (
+    batches, inside, labels_for, load_for, parse_class, precheck, tty, unique_output_names,
+)
+from aecli.inference.latents import LATENTS_FORMAT, LATENTS_FORMAT_VERSION, concat_shards, read_tensor_file
+from aecli.progress import Progress
 
 MANIFEST = "manifest.json"
 STATISTIC = ("1/std and mean over every element of posterior samples (seeded) of the whole set, "
@@ -84,8 +97,6 @@ def _shard_name(i: int) -> str:
 
 def _read_shard(path: Path, names: list[str]) -> _Moments | None:
     """The moments of a complete shard whose names match the data's, else None (recompute it)."""
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             meta = fh.metadata() or {}
@@ -107,16 +118,6 @@ def encode(
     """Encode every image of ``data`` (None: the checkpoint's training data) with ``checkpoint`` into
     ``out`` (.safetensors); see the module doc. ``split`` defaults to all: a latent-diffusion model is
     usually trained on every image (``train``/``val`` split the training data by its own rule)."""
-    from safetensors.torch import save_file
-
-    from aecli.atomic import atomic_path
-    from aecli.data import open_for, to_model_input
-    from aecli.devices import resolve_device
-    from aecli.hashing import sha256_file
-    from aecli.inference.common import batches, load_for, precheck, tty
-    from aecli.inference.latents import LATENTS_FORMAT, LATENTS_FORMAT_VERSION, concat_shards
-    from aecli.progress import Progress
-
     out_path = Path(out)
     if out_path.suffix != ".safetensors":
         raise UsageError(f"--out must end in .safetensors, got {out}")
@@ -132,13 +133,36 @@ def encode(
     if len(ds) == 0:
         raise DataError(f"{ds.provenance.source} ({split}) holds no images to encode")
     ckpt = load_for(checkpoint, dev, "encode", ema=ema, encoder=True)
-    model, spec = ckpt.model, ckpt.data
-    latent_shape = tuple(model.latent_shape)
-
+    latent_shape = tuple(ckpt.model.latent_shape)
     # The settings a shard depends on: a rerun with other settings must not reuse them.
     settings = {"checkpoint_sha256": sha256_file(checkpoint), "ema": ema, "source": ds.provenance.source,
                 "split": ds.provenance.split, "rule": ds.provenance.rule,
                 "n": len(ds), "shard_size": shard_size, "seed": seed, "latent_shape": list(latent_shape)}
+    parts = _parts_for(out_path, settings)
+    shards, moments, resumed = _encode_shards(ckpt, ds, parts, shard_size, batch_size, seed, dev, progress)
+    with safe_open(str(shards[0]), framework="pt", device="cpu") as fh:
+        keys = [k for k in ("latents", "logvar", "indices", "labels") if k in fh.keys()]
+    std = moments.std()
+    scale = 1.0 / std if std > 0 else None
+    checkpoint_entry = {"path": str(checkpoint), "family": header.family, "sha256": settings["checkpoint_sha256"],
+                        "ema": ema}
+    concat_shards(out_path, shards, keys, _latents_metadata(ds, ckpt.data, checkpoint_entry, latent_shape,
+                                                              scale, moments, seed))
+    shutil.rmtree(parts, ignore_errors=True)
+    result = EncodeResult(out_path, len(ds), latent_shape, scale, moments.mean, resumed,
+                          ds.provenance.line(len(ds)))
+    if scale_to_checkpoint:
+        if scale is None:
+            raise DataError("the latents have zero variance, so there is no scale factor to write")
+        set_metadata(checkpoint, LATENT_SCALE_KEY, {
+            "scale_factor": scale, "shift_factor": moments.mean, "source": ds.provenance.source,
+            "split": ds.provenance.split, "n": len(ds), "elements": moments.n, "seed": seed, "how": STATISTIC})
+        result.written_to_checkpoint = True
+    return result
+
+
+def _parts_for(out_path: Path, settings: dict[str, Any]) -> Path:
+    """The shard folder of ``out_path``, holding only shards of an encoding with ``settings``."""
     parts = parts_dir(out_path)
     manifest = parts / MANIFEST
     if manifest.exists():
@@ -150,85 +174,78 @@ def encode(
             raise UsageError(f"{parts} holds shards of another encoding (other checkpoint, data or options); "
                              "delete it or use another --out")
     parts.mkdir(parents=True, exist_ok=True)
-    from aecli.atomic import write_text
-
     write_text(manifest, json.dumps(settings, indent=2))
-    for tmp in parts.glob(".*.tmp"):  # temp files of a write a kill interrupted
-        tmp.unlink(missing_ok=True)
+    remove_stale_temps(parts)  # temp files of a write a kill interrupted
+    return parts
 
+
+def _encode_shards(ckpt: Any, ds: Any, parts: Path, shard_size: int, batch_size: int, seed: int,
+                   device: torch.device, progress: bool) -> tuple[list[Path], _Moments, int]:
+    """Write every shard ``parts`` lacks → (all shard paths, moments of the whole set, shards resumed)."""
     shard_count = math.ceil(len(ds) / shard_size)
-    moments, resumed, has_logvar, has_indices = _Moments(), 0, False, False
+    moments, resumed = _Moments(), 0
     with Progress(len(ds), "encoding", enabled=progress, min_total=2048) as bar:
         for s in range(shard_count):
             lo, hi = s * shard_size, min(len(ds), (s + 1) * shard_size)
             names = list(ds.names[lo:hi])
             path = parts / _shard_name(s)
             done = _read_shard(path, names) if path.exists() else None
-            if done is not None:
-                moments.merge(done)
+            if done is None:
+                gen = torch.Generator().manual_seed(seed * 1_000_003 + s)  # per shard: resume-independent
+                tensors, done = _encode_shard(ckpt, ds.subset(torch.arange(lo, hi)), batch_size, gen, device, bar)
+                with atomic_path(path) as tmp:
+                    save_file(tensors, str(tmp), metadata={"names": json.dumps(names),
+                                                           "moments": json.dumps(done.to_dict())})
+            else:
                 resumed += 1
                 bar.advance(hi - lo)
-                continue
-            shard = ds.subset(torch.arange(lo, hi))
-            gen = torch.Generator().manual_seed(seed * 1_000_003 + s)  # per shard: resume-independent
-            means, logvars, indices, shard_moments = [], [], [], _Moments()
-            for x_u8, _ in batches(shard, batch_size, dev):
-                posterior = model.encode(to_model_input(x_u8, spec.value_range))
-                means.append(posterior.mode().float().cpu())
-                if hasattr(posterior, "logvar"):
-                    logvars.append(posterior.logvar.float().cpu())
-                if hasattr(model, "encode_indices"):  # VQ families: the integer code maps too
-                    indices.append(model.encode_indices(to_model_input(x_u8, spec.value_range)).long().cpu())
-                shard_moments.add(posterior.sample(gen).float())
-                bar.advance(len(x_u8))
-            tensors = {"latents": torch.cat(means), "labels": shard.labels.clone()}
-            if logvars:
-                tensors["logvar"] = torch.cat(logvars)
-            if indices:
-                tensors["indices"] = torch.cat(indices)
-            if tuple(tensors["latents"].shape[1:]) != latent_shape:
-                raise DataError(f"{checkpoint}: the encoder gave latents of shape "
-                                f"{tuple(tensors['latents'].shape[1:])}, the model declares {latent_shape}")
-            with atomic_path(path) as tmp:
-                save_file(tensors, str(tmp), metadata={"names": json.dumps(names),
-                                                       "moments": json.dumps(shard_moments.to_dict())})
-            moments.merge(shard_moments)
-    from safetensors import safe_open
+            moments.merge(done)
+    return [parts / _shard_name(s) for s in range(shard_count)], moments, resumed
 
-    shards = [parts / _shard_name(s) for s in range(shard_count)]
-    with safe_open(str(shards[0]), framework="pt", device="cpu") as fh:
-        keys = [k for k in ("latents", "logvar", "indices", "labels") if k in fh.keys()]
-    std = moments.std()
-    scale = 1.0 / std if std > 0 else None
-    names_all = list(ds.names)
-    metadata = {
+
+def _encode_shard(ckpt: Any, shard: Any, batch_size: int, gen: torch.Generator, device: torch.device,
+                  bar: Any) -> tuple[dict[str, torch.Tensor], _Moments]:
+    """One shard's tensors (posterior means, log-variances, VQ code maps, labels) and the moments of
+    its posterior samples."""
+    model, spec = ckpt.model, ckpt.data
+    means, logvars, indices, moments = [], [], [], _Moments()
+    for x_u8, _ in batches(shard, batch_size, device):
+        posterior = model.encode(to_model_input(x_u8, spec.value_range))
+        means.append(posterior.mode().float().cpu())
+        if hasattr(posterior, "logvar"):
+            logvars.append(posterior.logvar.float().cpu())
+        if hasattr(model, "encode_indices"):  # VQ families: the integer code maps too
+            indices.append(model.encode_indices(to_model_input(x_u8, spec.value_range)).long().cpu())
+        moments.add(posterior.sample(gen).float())
+        bar.advance(len(x_u8))
+    tensors = {"latents": torch.cat(means), "labels": shard.labels.clone()}
+    if logvars:
+        tensors["logvar"] = torch.cat(logvars)
+    if indices:
+        tensors["indices"] = torch.cat(indices)
+    latent_shape = tuple(model.latent_shape)
+    if tuple(tensors["latents"].shape[1:]) != latent_shape:
+        raise DataError(f"{ckpt.header.path}: the encoder gave latents of shape "
+                        f"{tuple(tensors['latents'].shape[1:])}, the model declares {latent_shape}")
+    return tensors, moments
+
+
+def _latents_metadata(ds: Any, spec: Any, checkpoint: dict[str, Any], latent_shape: tuple[int, ...],
+                      scale: float | None, moments: _Moments, seed: int) -> dict[str, str]:
+    """The latents file's metadata (docs/latents-format.md)."""
+    return {
         "format": LATENTS_FORMAT, "format_version": str(LATENTS_FORMAT_VERSION),
-        "names": json.dumps(names_all),
-        "checkpoint": json.dumps({"path": str(checkpoint), "family": header.family,
-                                  "sha256": settings["checkpoint_sha256"], "ema": ema}),
+        "names": json.dumps(list(ds.names)),
+        "checkpoint": json.dumps(checkpoint),
         "latent": json.dumps("posterior"),
         "latent_shape": json.dumps(list(latent_shape)),
         "scale_factor": json.dumps(scale), "shift_factor": json.dumps(moments.mean),
-        "latent_stats": json.dumps({"std": std, "mean": moments.mean, "elements": moments.n, "seed": seed,
-                                    "how": STATISTIC}),
+        "latent_stats": json.dumps({"std": moments.std(), "mean": moments.mean, "elements": moments.n,
+                                    "seed": seed, "how": STATISTIC}),
         "source": json.dumps(ds.provenance.source), "split": json.dumps(ds.provenance.split),
         "provenance": json.dumps(ds.provenance.to_dict(len(ds))), "class_names": json.dumps(list(ds.class_names)),
         "data": json.dumps(spec.to_dict()),
     }
-    concat_shards(out_path, shards, keys, metadata)
-    shutil.rmtree(parts, ignore_errors=True)
-    result = EncodeResult(out_path, len(ds), latent_shape, scale, moments.mean, resumed,
-                          ds.provenance.line(len(ds)))
-    if scale_to_checkpoint:
-        if scale is None:
-            raise DataError("the latents have zero variance, so there is no scale factor to write")
-        from aecli.checkpoint.format import LATENT_SCALE_KEY, set_metadata
-
-        set_metadata(checkpoint, LATENT_SCALE_KEY, {
-            "scale_factor": scale, "shift_factor": moments.mean, "source": ds.provenance.source,
-            "split": ds.provenance.split, "n": len(ds), "elements": moments.n, "seed": seed, "how": STATISTIC})
-        result.written_to_checkpoint = True
-    return result
 
 
 def _scale_from(meta: dict[str, Any], header: Any) -> tuple[float, float] | None:
@@ -236,8 +253,6 @@ def _scale_from(meta: dict[str, Any], header: Any) -> tuple[float, float] | None
     family's own convention in its config (ldm-kl's ``scaling_factor``/``shift_factor``, e.g. SD's 0.18215)."""
     if meta.get("scale_factor"):
         return float(meta["scale_factor"]), float(meta.get("shift_factor") or 0.0)
-    from aecli.checkpoint.format import LATENT_SCALE_KEY
-
     raw = header.metadata.get(LATENT_SCALE_KEY)
     if raw:
         entry = json.loads(raw)
@@ -287,12 +302,6 @@ def decode(
     decoder, exactly as in reconstruction. ``scaled``: the latents were multiplied by the scale factor
     (as a diffusion model generates them); they are mapped back with z / scale + shift first.
     """
-    from aecli.devices import resolve_device
-    from aecli.images import save_png
-    from aecli.inference.common import inside, labels_for, load_for, parse_class, precheck, unique_output_names
-    from aecli.inference.latents import read_tensor_file
-    from aecli.progress import Progress
-
     out_dir = Path(out)
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"--out {out} is a file; give a folder")

@@ -10,8 +10,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
+from aecli.atomic import atomic_path
+from aecli.data import open_for, open_source, to_model_input
+from aecli.devices import resolve_device
 from aecli.errors import UsageError
+from aecli.images import save_grid, to_pil
+from aecli.inference.common import (
+    check_capability, check_png_path, labels_for, load_for, parse_class, precheck,
+)
+from aecli.inference.latents import decode_latents, decoder_latent, interpolate_latents
+from aecli.inference.sample import check_grid, draw_eps
 
 GIF_MIN_SIZE = 128  # small images (28 px digits) are enlarged (nearest) so the animation is visible
 
@@ -30,11 +40,6 @@ class InterpolateResult:
 def save_gif(frames01: torch.Tensor, path: str | os.PathLike[str], frame_ms: int = 100,
              bounce: bool = True) -> Path:
     """Frames [T, C, H, W] in [0, 1] → looping GIF (forward then backward with ``bounce``), atomically."""
-    from PIL import Image
-
-    from aecli.atomic import atomic_path
-    from aecli.images import to_uint8
-
     size = frames01.shape[-1]
     scale = max(1, -(-GIF_MIN_SIZE // size))
     order = list(range(len(frames01)))
@@ -42,8 +47,7 @@ def save_gif(frames01: torch.Tensor, path: str | os.PathLike[str], frame_ms: int
         order += order[-2:0:-1]
     pictures = []
     for i in order:
-        arr = to_uint8(frames01[i]).numpy()
-        img = Image.fromarray(arr[:, :, 0] if arr.shape[2] == 1 else arr)
+        img = to_pil(frames01[i])
         pictures.append(img.resize((img.width * scale, img.height * scale), Image.NEAREST) if scale > 1 else img)
     with atomic_path(path) as tmp:
         pictures[0].save(tmp, format="GIF", save_all=True, append_images=pictures[1:], duration=frame_ms, loop=0)
@@ -54,11 +58,6 @@ def _endpoints(model: Any, spec: Any, path: Any, dev: torch.device, *, from_imag
                to_image: str | None, from_index: int | None, to_index: int | None, data: str | None,
                split: str, seed: int, temperature: float, data_root: str | None) -> tuple[str, torch.Tensor, Any, str]:
     """(mode, latents [2, *shape], labels of the two end points or None, the data line or "")."""
-    from aecli.data import open_for, open_source, to_model_input
-    from aecli.inference.common import check_capability
-    from aecli.inference.latents import decoder_latent
-    from aecli.inference.sample import draw_eps
-
     images = from_image is not None or to_image is not None
     indices = from_index is not None or to_index is not None
     if images and indices:
@@ -130,12 +129,6 @@ def interpolate(
 ) -> InterpolateResult:
     """Decode ``steps`` latents from one end point to the other into a one-row grid at ``out``, its
     columns labelled with t and the end points with what they are."""
-    from aecli.devices import resolve_device
-    from aecli.images import save_grid
-    from aecli.inference.common import check_png_path, labels_for, load_for, parse_class, precheck
-    from aecli.inference.latents import decode_latents, interpolate_latents
-    from aecli.inference.sample import check_grid
-
     out_path = check_png_path(out)
     if gif is not None and not str(gif).lower().endswith(".gif"):
         raise UsageError(f"--gif must be a .gif file, got {gif}")

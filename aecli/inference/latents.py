@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
+from aecli.atomic import atomic_path
+from aecli.data import to_model_input
 from aecli.errors import DataError, UsageError
+from aecli.inference.common import batches
+from aecli.progress import Progress
 
 LATENTS_FORMAT = "aecli-latents"
 LATENTS_FORMAT_VERSION = 1  # files without the key (older aecli) read as version 1
@@ -40,10 +48,6 @@ def encode_images(model: Any, data: Any, value_range: Sequence[float], *, batch_
     ``posterior_mean``: the encoder's own mean, before any flow (what `aecli tsne` maps); otherwise
     the latent the decoder sees (see the module docstring).
     """
-    from aecli.data import to_model_input
-    from aecli.inference.common import batches
-    from aecli.progress import Progress
-
     device = torch.device(device)
     out = torch.empty((len(data), *model.latent_shape), dtype=torch.float32)
     start = 0
@@ -158,10 +162,6 @@ def save_latents(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor],
                  metadata: dict[str, Any] | None = None) -> Path:
     """Write latents (and any companion tensors, e.g. labels) as safetensors, atomically; the input names
     and ``metadata`` are stored as JSON in the header, so plain ``safetensors`` reads everything."""
-    from safetensors.torch import save_file
-
-    from aecli.atomic import atomic_path
-
     p = Path(path)
     if p.suffix != ".safetensors":
         raise UsageError(f"--save-latents must end in .safetensors, got {path}")
@@ -174,8 +174,6 @@ def save_latents(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor],
 
 def load_latents(path: str | os.PathLike[str]) -> tuple[dict[str, torch.Tensor], list[str], dict[str, Any]]:
     """(tensors, names, other metadata) of a file written by ``save_latents`` or `aecli encode`."""
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(str(path), framework="pt", device="cpu") as fh:
             meta = fh.metadata() or {}
@@ -202,9 +200,6 @@ def read_tensor_file(path: str | os.PathLike[str], key: str | None = None
     """Latents for `aecli decode`: an aecli latents file, or any safetensors / .npy file holding one
     tensor (or ``key``) of latents. Returns (tensors, names, metadata); the tensors hold "latents"
     (float) or, for VQ families, only "indices" (integer code maps)."""
-    import numpy as np
-    from safetensors import SafetensorError, safe_open
-
     p = Path(path)
     if not p.is_file():
         raise UsageError(f"latents file {p} does not exist; check the path")
@@ -260,12 +255,6 @@ def concat_shards(path: str | os.PathLike[str], shards: Sequence[Path], keys: Se
     the layout is plain safetensors (8-byte header length, JSON header padded to 8 bytes, raw
     little-endian data), so any safetensors reader opens the result.
     """
-    import struct
-
-    from safetensors import safe_open
-
-    from aecli.atomic import atomic_path
-
     def shard_tensor(shard: Path, key: str) -> torch.Tensor:
         with safe_open(str(shard), framework="pt", device="cpu") as fh:
             return fh.get_tensor(key)

@@ -11,7 +11,19 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from aecli.atomic import check_writable
+from aecli.data import open_for, to_model_input
+from aecli.data.identity import source_key
+from aecli.data.sources import SPLIT_CHOICES
+from aecli.devices import resolve_device
 from aecli.errors import DataError, UsageError
+from aecli.images import save_grid, save_png
+from aecli.inference.common import (
+    batches, checkpoint_labels, inside, labels_for, load_for, parse_class, precheck, tty, unique_output_names,
+)
+from aecli.inference.latents import save_latents as write_latents
+from aecli.metrics.reconstruction import psnr
+from aecli.progress import Progress
 
 COMPARISON = "comparison.png"
 
@@ -69,11 +81,6 @@ def _grid_rows(rows: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat(fixed)
 
 
-def _psnr(a01: torch.Tensor, b01: torch.Tensor) -> torch.Tensor:
-    mse = (a01 - b01).pow(2).flatten(1).mean(1).clamp_min(1e-10)
-    return 10.0 * torch.log10(1.0 / mse)
-
-
 @torch.no_grad()
 def reconstruct(
     checkpoints: Sequence[str | os.PathLike[str]], data: str | Sequence[str] | None, out: str | os.PathLike[str], *,
@@ -90,19 +97,48 @@ def reconstruct(
     and ``out/comparison.png``: the first ``grid_n`` inputs in row 1 ("ground truth"), then one row per
     checkpoint, labelled with its name; tiles shown ``tile_size`` px (see aecli.images.tile_size_for).
     """
-    from aecli.data import open_for, to_model_input
-    from aecli.data.identity import source_key
-    from aecli.data.sources import SPLIT_CHOICES
-    from aecli.atomic import check_writable
-    from aecli.devices import resolve_device
-    from aecli.images import save_grid, save_png
-    from aecli.inference.common import (
-        batches, checkpoint_labels, inside, labels_for, load_for, parse_class, precheck, tty,
-        unique_output_names,
-    )
-    from aecli.inference.latents import save_latents as write_latents
-    from aecli.progress import Progress
+    out_dir = _check_options(checkpoints, out, split, n, grid_n, image_size, save_latents)
+    dev = resolve_device(device)
+    headers = [precheck(p, "reconstruct", encoder=True) for p in checkpoints]
+    labels_out = checkpoint_labels(checkpoints)
+    sets, keys = _open_inputs(checkpoints, headers, data, image_size=image_size, split=split, n=n, random=random,
+                              seed=seed, data_root=data_root, progress=progress)
+    first = sets[keys[0]]
+    names = list(first.names)
+    out_names = unique_output_names(names)
+    shown = min(grid_n, len(names))
+    result = ReconstructResult(out=out_dir, comparison=out_dir / COMPARISON, names=names,
+                               data_line=first.provenance.line(len(first)))
+    grid_rows = [first.take(torch.arange(shown)).float() / 255.0]
+    latent_tensors: dict[str, torch.Tensor] = {}
+    meta_ckpts = []
+    with Progress(len(names) * len(checkpoints), "reconstructing", enabled=progress, min_total=256) as bar:
+        for path, header, label, key in zip(checkpoints, headers, labels_out, keys):
+            ckpt = load_for(path, dev, "reconstruct", ema=ema, encoder=True)
+            target = out_dir if len(checkpoints) == 1 else out_dir / label
+            run = _Run(ckpt, sets[key], class_name, path, dev)
+            files, psnrs, row, latents = run.write(target, out_names, shown, batch_size, save_latents is not None, bar)
+            result.files[label], result.psnr[label] = files, float(psnrs.mean())
+            grid_rows.append(row)
+            suffix = "" if len(checkpoints) == 1 else f".{label}"
+            latent_tensors.update({name + suffix: t for name, t in latents.items()})
+            meta_ckpts.append({"label": label, "path": str(path), "family": header.family,
+                               "latent_shape": list(ckpt.model.latent_shape)})
+            del ckpt, run
+    save_grid(_grid_rows(grid_rows), result.comparison, shown, row_labels=["ground truth", *labels_out],
+              tile_size=tile_size)
+    if save_latents is not None:
+        latent_tensors["labels"] = first.labels.clone()
+        result.latents = write_latents(save_latents, latent_tensors, names, {
+            "checkpoints": meta_ckpts, "source": first.provenance.source, "split": split,
+            "data": first.provenance.to_dict(len(first)), "latent": "decoder-side latent (posterior mean, after flows for flow-vae)",
+        })
+    return result
 
+
+def _check_options(checkpoints: Sequence[Any], out: str | os.PathLike[str], split: str, n: int | None, grid_n: int,
+                   image_size: int | None, save_latents: str | os.PathLike[str] | None) -> Path:
+    """Refuse bad options before any checkpoint or image is read; returns the output folder."""
     if not checkpoints:
         raise UsageError("give at least one checkpoint")
     if split not in SPLIT_CHOICES:
@@ -118,14 +154,16 @@ def reconstruct(
         raise UsageError(f"--out {out} is a file; give a folder")
     if save_latents is not None and not str(save_latents).endswith(".safetensors"):
         raise UsageError(f"--save-latents must end in .safetensors, got {save_latents}")
-    dev = resolve_device(device)
-    headers = [precheck(p, "reconstruct", encoder=True) for p in checkpoints]
-    labels_out = checkpoint_labels(checkpoints)
+    return out_dir
 
-    # One decode of the inputs per distinct (size, channels, split rule) among the checkpoints. Without
-    # --data each checkpoint defaults to its training source: they must agree, or rows would compare
-    # reconstructions of different images.
-    if not data:
+
+def _open_inputs(checkpoints: Sequence[str | os.PathLike[str]], headers: Sequence[Any],
+                 data: str | Sequence[str] | None, *, image_size: int | None, split: str, n: int | None,
+                 random: bool, seed: int, data_root: str | None, progress: bool) -> tuple[dict[Any, Any], list[Any]]:
+    """The inputs, decoded once per distinct (size, channels, split rule) among the checkpoints:
+    (sets by key, each checkpoint's key). Every set holds the same images, or this refuses."""
+    if not data:  # each checkpoint defaults to its training source: they must agree, or rows would
+        # compare reconstructions of different images
         defaults = {source_key(h.data.default_source(p)): h.data.source for p, h in zip(checkpoints, headers)}
         if len(defaults) > 1:
             raise UsageError(f"the checkpoints were trained on different data ({', '.join(defaults.values())}); "
@@ -140,8 +178,7 @@ def reconstruct(
             opened = open_for(h.data, data, checkpoint=path, image_size=image_size, split=split,
                               data_root=data_root, limit=None if random else n, progress=tty(progress))
             sets[key] = select_images(opened, n, random, seed)
-    first = next(iter(sets.values()))
-    names = list(first.names)
+    names = list(sets[keys[0]].names)
     rules = {s.provenance.rule for s in sets.values()}
     if len(rules) > 1:
         raise UsageError(f"the checkpoints hold out different validation images of this data ({'; '.join(sorted(rules))}); "
@@ -149,60 +186,43 @@ def reconstruct(
     if any(list(s.names) != names for s in sets.values()):
         raise DataError("the inputs decoded differently at the checkpoints' sizes (an unreadable file?); "
                         "reconstruct with checkpoints of one image size at a time")
-    out_names = unique_output_names(names)
-    shown = min(grid_n, len(names))
-    result = ReconstructResult(out=out_dir, comparison=out_dir / COMPARISON, names=names,
-                               data_line=first.provenance.line(len(first)))
-    grid_rows = [first.take(torch.arange(shown)).float() / 255.0]
-    latent_tensors: dict[str, torch.Tensor] = {}
-    meta_ckpts = []
-    with Progress(len(names) * len(checkpoints), "reconstructing", enabled=progress, min_total=256) as bar:
-        for path, header, label in zip(checkpoints, headers, labels_out):
-            ckpt = load_for(path, dev, "reconstruct", ema=ema, encoder=True)
-            model, spec = ckpt.model, ckpt.data
-            data_set = sets[keys[len(meta_ckpts)]]
-            check_input_size(model, data_set.image_size, spec.channels, path)
-            if class_name is not None and not model.is_conditional:
-                raise UsageError(f"--class needs a conditional checkpoint; {path} is not conditional")
-            class_index = parse_class(class_name, spec.class_names, model.config.num_classes)
-            target = out_dir if len(checkpoints) == 1 else out_dir / label
-            files, psnrs, zs, logvars, row = [], [], [], [], []
-            i = 0
-            for x_u8, y in batches(data_set, batch_size, dev):
-                labels = labels_for(model, len(x_u8), class_index, y, dev)
-                res = model(to_model_input(x_u8, spec.value_range), labels, sample_posterior=False)
-                recon = spec.to_unit_range(res.recon.float())
-                psnrs.append(_psnr(recon, x_u8.float() / 255.0).cpu())
-                recon = recon.cpu()
-                for img in recon:
-                    dest = inside(target, out_names[i])
-                    save_png(img, dest)
-                    files.append(dest)
-                    i += 1
-                if sum(len(r) for r in row) < shown:
-                    row.append(recon[: shown - sum(len(r) for r in row)])
-                if save_latents is not None:
-                    zs.append(res.z.float().cpu())
-                    if hasattr(res.posterior, "logvar"):
-                        logvars.append(res.posterior.logvar.float().cpu())
-                bar.advance(len(x_u8))
-            result.files[label] = files
-            result.psnr[label] = float(torch.cat(psnrs).mean())
-            grid_rows.append(torch.cat(row))
-            if save_latents is not None:
-                suffix = "" if len(checkpoints) == 1 else f".{label}"
-                latent_tensors["latents" + suffix] = torch.cat(zs)
-                if logvars:
-                    latent_tensors["logvar" + suffix] = torch.cat(logvars)
-            meta_ckpts.append({"label": label, "path": str(path), "family": header.family,
-                               "latent_shape": list(model.latent_shape)})
-            del ckpt, model
-    save_grid(_grid_rows(grid_rows), result.comparison, shown, row_labels=["ground truth", *labels_out],
-              tile_size=tile_size)
-    if save_latents is not None:
-        latent_tensors["labels"] = first.labels.clone()
-        result.latents = write_latents(save_latents, latent_tensors, names, {
-            "checkpoints": meta_ckpts, "source": first.provenance.source, "split": split,
-            "data": first.provenance.to_dict(len(first)), "latent": "decoder-side latent (posterior mean, after flows for flow-vae)",
-        })
-    return result
+    return sets, keys
+
+
+class _Run:
+    """One checkpoint reconstructing the inputs."""
+
+    def __init__(self, ckpt: Any, data: Any, class_name: str | None, path: str | os.PathLike[str],
+                 device: torch.device) -> None:
+        self.model, self.spec, self.data, self.device = ckpt.model, ckpt.data, data, device
+        check_input_size(self.model, data.image_size, self.spec.channels, path)
+        if class_name is not None and not self.model.is_conditional:
+            raise UsageError(f"--class needs a conditional checkpoint; {path} is not conditional")
+        self.class_index = parse_class(class_name, self.spec.class_names, self.model.config.num_classes)
+
+    def write(self, target: Path, out_names: list[str], shown: int, batch_size: int, keep_latents: bool,
+              bar: Any) -> tuple[list[Path], torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """One PNG per input under ``target`` → (files, PSNR per image, the grid row of the first
+        ``shown``, {"latents", "logvar"} when ``keep_latents``)."""
+        files: list[Path] = []
+        psnrs, row, zs, logvars = [], [], [], []
+        for x_u8, y in batches(self.data, batch_size, self.device):
+            labels = labels_for(self.model, len(x_u8), self.class_index, y, self.device)
+            res = self.model(to_model_input(x_u8, self.spec.value_range), labels, sample_posterior=False)
+            recon = self.spec.to_unit_range(res.recon.float())
+            psnrs.append(psnr(recon, x_u8.float() / 255.0).cpu())
+            recon = recon.cpu()
+            for img in recon:
+                dest = inside(target, out_names[len(files)])
+                save_png(img, dest)
+                files.append(dest)
+            row.append(recon[: max(0, shown - sum(len(r) for r in row))])
+            if keep_latents:
+                zs.append(res.z.float().cpu())
+                if hasattr(res.posterior, "logvar"):
+                    logvars.append(res.posterior.logvar.float().cpu())
+            bar.advance(len(x_u8))
+        latents = {"latents": torch.cat(zs)} if keep_latents else {}
+        if logvars:
+            latents["logvar"] = torch.cat(logvars)
+        return files, torch.cat(psnrs), torch.cat(row), latents

@@ -9,6 +9,7 @@ A folder of 50,000 samples is written batch by batch; nothing but one batch is h
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 import os
@@ -16,10 +17,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
+from aecli.atomic import check_writable, remove_stale_temps, write_text
+from aecli.data import open_for
+from aecli.devices import resolve_device
 from aecli.errors import UsageError
+from aecli.images import grid_shape, save_grid, save_png
+from aecli.inference.common import load_for, parse_class, precheck, tty, unique_output_names
+from aecli.inference.latents import encode_images, fit_gaussian
 from aecli.locking import FolderLock
+from aecli.progress import Progress
 
 MANIFEST = "aecli-sample.json"  # the settings a sample folder was made with; a rerun must match them
 MAX_GRID_IMAGES = 4096  # one PNG; a folder takes any number (written batch by batch)
@@ -52,8 +61,6 @@ def draw_eps(shape: Sequence[int], seed: int, indices: Sequence[int]) -> torch.T
 
     numpy's SeedSequence mixes the pair into a full-entropy state (torch's CPU generator keeps only 32
     bits of a seed, so packing (seed, i) into one torch seed would ignore the seed)."""
-    import numpy as np
-
     out = np.empty((len(indices), *shape), dtype=np.float32)
     for row, i in enumerate(indices):
         out[row] = np.random.default_rng([seed % 2**64, int(i)]).standard_normal(tuple(shape), dtype=np.float32)
@@ -91,9 +98,6 @@ class _Plan:
 
 def _plan(model: Any, n: int | None, class_index: int | None, per_class: int | None,
           class_names: Sequence[str], nrow: int | None) -> _Plan:
-    from aecli.images import grid_shape
-    from aecli.inference.common import unique_output_names
-
     k = model.config.num_classes if model.is_conditional else 0
     if per_class is not None:
         if not k:
@@ -127,12 +131,6 @@ def _check_manifest(folder: Path, settings: dict[str, Any]) -> None:
         raise UsageError(f"{folder} already holds sample PNGs not made by `aecli sample`; use an empty folder")
 
 
-def _remove_stale_temp_files(folder: Path) -> None:
-    """Temp files of a run killed mid-write (atomic writes never leave a partial PNG under its name)."""
-    for tmp in folder.glob("**/.sample_*.png.*.tmp"):
-        tmp.unlink(missing_ok=True)
-
-
 @torch.no_grad()
 def sample(
     checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *, n: int | None = 64,
@@ -142,31 +140,13 @@ def sample(
     data_root: str | None = None, progress: bool = True, tile_size: int | None = None,
 ) -> SampleResult:
     """Sample a checkpoint into ``out``: a ``.png`` path gives one grid, anything else a folder of PNGs."""
-    from aecli.atomic import write_text
-    from aecli.data import open_for
-    from aecli.devices import resolve_device
-    from aecli.images import save_grid
-    from aecli.atomic import check_writable
-    from aecli.inference.common import load_for, parse_class, precheck, tty
-    from aecli.inference.latents import encode_images, fit_gaussian
-
-    if not (temperature >= 0 and math.isfinite(temperature)):
-        raise UsageError(f"--temperature must be a number >= 0, got {temperature}")
-    if batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
-    if nrow is not None and nrow < 1:
-        raise UsageError(f"--grid-columns must be at least 1, got {nrow}")
-    out_path = check_writable(out)
-    as_grid = out_path.suffix.lower() == ".png"
-    if as_grid and out_path.is_dir():
-        raise UsageError(f"--out {out} is a folder; a .png path gives a grid, a folder gives one PNG per sample")
-    if not as_grid and out_path.exists() and not out_path.is_dir():
-        raise UsageError(f"--out {out} is a file; give a .png path (grid) or a folder (one PNG per sample)")
+    out_path, as_grid = _check_options(out, temperature, batch_size, nrow)
     needs = {"encoder": True, "decoder": True} if fit is not None else {"prior": True}
     needs["sampling"] = True
-    precheck(checkpoint, "sample" if fit is None else "sample --fit", **needs)
+    command = "sample" if fit is None else "sample --fit"
+    precheck(checkpoint, command, **needs)
     dev = resolve_device(device)
-    ckpt = load_for(checkpoint, dev, "sample" if fit is None else "sample --fit", ema=ema, **needs)
+    ckpt = load_for(checkpoint, dev, command, ema=ema, **needs)
     model, spec = ckpt.model, ckpt.data
     class_index = parse_class(class_name, spec.class_names, model.config.num_classes if model.is_conditional else 0)
     plan = _plan(model, n, class_index, per_class, spec.class_names, nrow)
@@ -177,14 +157,8 @@ def sample(
     gaussian, data_line = None, ""
     prior = "N(0, I) prior" if temperature == 1 else f"N(0, {temperature:g}² I) prior"
     if fit is not None:
-        if fit_n < 2:
-            raise UsageError(f"--fit-n must be at least 2, got {fit_n}")
-        fit_data = open_for(spec, fit, checkpoint=checkpoint, split=fit_split, limit=fit_n, data_root=data_root,
-                            progress=tty(progress))
-        data_line = fit_data.provenance.line(len(fit_data))
-        latents = encode_images(model, fit_data, spec.value_range, batch_size=batch_size, device=dev,
-                                progress=progress, description="encoding --fit data")
-        gaussian = fit_gaussian(latents, fit_kind)
+        gaussian, data_line = _fit(ckpt, checkpoint, fit, fit_kind=fit_kind, fit_n=fit_n, fit_split=fit_split,
+                                   data_root=data_root, batch_size=batch_size, device=dev, progress=progress)
         prior = gaussian.describe() + ("" if temperature == 1 else f", temperature {temperature:g}")
 
     def decode(indices: Sequence[int]) -> torch.Tensor:
@@ -205,17 +179,46 @@ def sample(
     out_path.mkdir(parents=True, exist_ok=True)
     with FolderLock(out_path, "sample"):  # two samplers into one folder would mix their sets
         _check_manifest(out_path, settings)
-        _remove_stale_temp_files(out_path)
+        # Temp files of a run killed mid-write (atomic writes never leave a partial PNG under its name).
+        remove_stale_temps(out_path, lambda target: fnmatch.fnmatch(target, "sample_*.png"), recursive=True)
         write_text(out_path / MANIFEST, json.dumps(settings, indent=2))
         written, skipped = _write_samples(out_path, plan, decode, batch_size, progress)
     return SampleResult(out_path, "folder", plan.n, written, skipped, prior, plan.rows, plan.columns, data_line)
 
 
+def _check_options(out: str | os.PathLike[str], temperature: float, batch_size: int,
+                   nrow: int | None) -> tuple[Path, bool]:
+    """Refuse bad options before the checkpoint is read → (output path, whether it is one grid PNG)."""
+    if not (temperature >= 0 and math.isfinite(temperature)):
+        raise UsageError(f"--temperature must be a number >= 0, got {temperature}")
+    if batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {batch_size}")
+    if nrow is not None and nrow < 1:
+        raise UsageError(f"--grid-columns must be at least 1, got {nrow}")
+    out_path = check_writable(out)
+    as_grid = out_path.suffix.lower() == ".png"
+    if as_grid and out_path.is_dir():
+        raise UsageError(f"--out {out} is a folder; a .png path gives a grid, a folder gives one PNG per sample")
+    if not as_grid and out_path.exists() and not out_path.is_dir():
+        raise UsageError(f"--out {out} is a file; give a .png path (grid) or a folder (one PNG per sample)")
+    return out_path, as_grid
+
+
+def _fit(ckpt: Any, checkpoint: str | os.PathLike[str], fit: str | Sequence[str], *, fit_kind: str, fit_n: int,
+         fit_split: str, data_root: str | None, batch_size: int, device: torch.device,
+         progress: bool) -> tuple[Any, str]:
+    """`--fit`: a Gaussian fitted to the latents of ``fit_n`` images → (the Gaussian, the data line)."""
+    if fit_n < 2:
+        raise UsageError(f"--fit-n must be at least 2, got {fit_n}")
+    fit_data = open_for(ckpt.data, fit, checkpoint=checkpoint, split=fit_split, limit=fit_n, data_root=data_root,
+                        progress=tty(progress))
+    latents = encode_images(ckpt.model, fit_data, ckpt.data.value_range, batch_size=batch_size, device=device,
+                            progress=progress, description="encoding --fit data")
+    return fit_gaussian(latents, fit_kind), fit_data.provenance.line(len(fit_data))
+
+
 def _write_samples(out_path: Path, plan: _Plan, decode: Any, batch_size: int, progress: bool) -> tuple[int, int]:
     """Write the samples a folder lacks, in batches; returns (written, already there)."""
-    from aecli.images import save_png
-    from aecli.progress import Progress
-
     written = skipped = 0
     with Progress(plan.n, f"sampling into {out_path}", enabled=progress, min_total=512) as bar:
         for a in range(0, plan.n, batch_size):

@@ -1,16 +1,14 @@
-"""Image-quality metrics for `aecli evaluate`: reconstruction (l1, mse, psnr, ssim, ms-ssim), LPIPS,
-FID/IS/KID through torch-fidelity, latent statistics, codebook health of VQ models (``codebook``), classifier-scored conditional samples
-(``classifier``), and the one-pass driver (``evaluate``).
+"""Image-quality metrics for `aecli evaluate`, one registered class each (aecli.metrics.registry):
+per-image (l1, mse, psnr, ssim, ms-ssim, lpips), latent (kl, latent statistics, codebook health of VQ
+models), distribution (rfid, fid, is, kid through torch-fidelity or clean-fid) and class (class-acc),
+plus the one-pass driver (``evaluate``).
 
-This module stays import-light (no torch): the CLI reads the metric names from here.
+This package stays import-light (no torch): the CLI reads the metric declarations from here. Importing
+a metric module registers its metrics; their order here is the order of the help and of the table.
 """
 
-RECON_METRICS = ("l1", "mse", "psnr", "ssim", "ms-ssim", "lpips")
-ENCODER_METRICS = RECON_METRICS + ("kl", "rfid", "latent", "codebook")
-GEN_METRICS = ("fid", "is", "kid")
-CLASS_METRICS = ("class-acc",)  # conditional models: a classifier trained on the real data scores samples
-METRICS = ENCODER_METRICS + GEN_METRICS + CLASS_METRICS
-# `evaluate` without --metrics: what needs no pretrained file, plus LPIPS when its backbone is on disk
-# (skipped with a note otherwise, so the default works offline). FID-type metrics are opt-in (slow on
-# CPU, need Inception).
-DEFAULT_METRICS = "l1,mse,psnr,ssim,lpips"
+from aecli.metrics import per_image, latent, distribution, class_acc  # noqa: F401  (registers the metrics)
+from aecli.metrics.registry import default_metrics, metric_names
+
+METRICS = metric_names()
+DEFAULT_METRICS = ",".join(default_metrics())

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from aecli.errors import UsageError
+from aecli.metrics.registry import PER_IMAGE, Batch, Row
 
 # The fit holds the training images as one float32 matrix; above this many values it uses an evenly
 # spaced subset of the training images (said in the row's note). 2^28 values = 1 GiB.
@@ -86,10 +87,8 @@ def fit_images(images_u8: torch.Tensor) -> tuple[torch.Tensor, str]:
 
 def pca_row(ev: Any, path: str | os.PathLike[str], k: int) -> Any:
     """The PCA reference for one checkpoint: fitted on the training split of its evaluation source at its code
-    size (``k`` = 0) or ``k``, scored with the same reconstruction metrics on the same evaluation images."""
+    size (``k`` = 0) or ``k``, scored with the same per-image metrics on the same evaluation images."""
     from aecli.checkpoint.format import build_from_header, read_header
-    from aecli.metrics import RECON_METRICS
-    from aecli.metrics.evaluate import Row, _Recon
 
     header = read_header(path)
     spec = header.data
@@ -104,18 +103,22 @@ def pca_row(ev: Any, path: str | os.PathLike[str], k: int) -> Any:
     source = ds.provenance.source
     row = Row(name=f"{path} [pca-{k}]", family="pca", n=len(ds),
               image_size=f"{spec.image_size}x{spec.image_size}x{spec.channels}", data=ds.provenance.to_dict(len(ds)))
-    wanted = [m for m in ev.cfg.metrics if m in RECON_METRICS]
-    recon = _Recon(wanted, ev.lpips() if "lpips" in wanted else None, ev.cfg.lpips_net)
+    per_image = ev.of_kind(PER_IMAGE)
+    for m in per_image:
+        m.start(row, None)
     images = ds.tensor()
     with torch.no_grad():
         for i in range(0, len(images), ev.cfg.batch_size):
             ref = images[i:i + ev.cfg.batch_size].to(ev.device).float() / 255
             pred = pca.reconstruct(ref.flatten(1)).view_as(ref).clamp(0, 1)
-            recon.update(pred, ref)
-    recon.fill(row)
-    for m in ev.cfg.metrics:
-        if m not in RECON_METRICS:
-            row.na(m, "the PCA baseline has reconstruction metrics only")
+            for m in per_image:
+                m.update(Batch(pred=pred, ref=ref))
+    for m in ev.metrics:
+        if m in per_image:
+            m.finish(row)
+    for m in ev.metrics:
+        if m not in per_image:
+            m.na(row, "the PCA baseline has reconstruction metrics only")
     row.notes["pca"] = (f"linear baseline: PCA with {k} components fitted on {len(train)} images of the "
                         f"train split{note}")
     ev.log(f"{row.name}: PCA-{k} fitted on {source} (train split, {len(train)} images){note}")

@@ -17,9 +17,6 @@ import torch
 
 from aecli.atomic import atomic_path
 
-CODEBOOK_KEYS = ("codebook_perplexity", "codebook_used", "codebook_size", "codebook_usage", "codebook_dead")
-
-
 class CodebookStats:
     """Per-code counts accumulated over batches of code indices."""
 

@@ -1,13 +1,15 @@
 """The one-pass evaluation driver behind `aecli evaluate`.
 
-Per checkpoint the evaluation set is read once: each batch is decoded once and every reconstruction
-metric, the KL, the latent statistics and the Inception features of the reconstructions come from
-that single forward pass, on the device. The reference set's Inception features are computed once
-per data set and cached on disk (``ReferenceCache``), so a sweep of checkpoints pays for them once.
+Per checkpoint the evaluation set is read once: each batch is decoded once and handed to every per-image
+and latent metric (aecli.metrics.registry), and the Inception features of the reconstructions come from
+that same forward pass, on the device. The reference set's Inception features are computed once per
+data set and cached on disk (``ReferenceCache``), so a sweep of checkpoints pays for them once. The
+driver knows metric kinds, never metric names.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import warnings
@@ -19,61 +21,22 @@ import torch
 
 from aecli.data.identity import source_key
 from aecli.data.spec import DataSpec
+from aecli.devices import resolve_device
 from aecli.errors import UsageError
 from aecli.hashing import sha256_file
-from aecli.metrics import DEFAULT_METRICS, ENCODER_METRICS, GEN_METRICS, METRICS, RECON_METRICS, fidelity
-from aecli.metrics import reconstruction as rec
-from aecli.metrics.codebook import CODEBOOK_KEYS, CodebookStats, plot_usage
-from aecli.metrics.classifier import ClassifierCache, ClassifierConfig, check_labelled, real_accuracy, sample_scores
-from aecli.metrics.latent_stats import DEFAULT_ACTIVE_THRESHOLD, LatentStats
-from aecli.metrics.perceptual import lpips_distance, lpips_resize_note
-from aecli.weights import WEIGHT_FILES, check_net, require_weights, weights_dir
+from aecli.images import to_uint8
+from aecli.metrics import DEFAULT_METRICS, fidelity
+from aecli.metrics.baseline import parse_baseline, pca_row
+from aecli.metrics.latent_stats import DEFAULT_ACTIVE_THRESHOLD
+from aecli.metrics.registry import (CLASS, DISTRIBUTION, INCEPTION, LATENT, PER_IMAGE, Batch, Metric, Row, get_metric,
+                                    parse_metrics, pretrained_needs)
+from aecli.weights import check_net, inception_key, require_weights, weight_file, weights_dir
 
-PER_IMAGE = RECON_METRICS + ("kl",)  # reported as mean ± std over images
-# The column a metric is reported under, where it differs from its --metrics name: the training log's
-# "kl" is per latent element (--reduction mean), evaluate's is per image, so they must not share a name.
-VALUE_KEYS = {"kl": "kl_per_image"}
-LATENT_KEYS = ("active_dims", "latent_dims", "mean_abs_activation", "total_variance")
-# class-acc: means over classes; the per-class values are "<key>[<class name>]" (JSON/CSV only).
-CLASS_KEYS = ("class_acc", "class_conf", "class_ceiling")
-METRIC_HELP = {
-    "l1": "mean absolute error per image on [0,1] images, then mean over images (the training log's recon "
-          "is its loss on the model's value range: an L1 on [-1,1] is 2x this)",
-    "mse": "mean squared error per image on [0,1] images, then mean over images (on [-1,1], as a training "
-           "log's recon, it is 4x this)",
-    "psnr": "per image 10·log10(1/MSE) on [0,1] images (capped at 100 dB), then mean ± std over images",
-    "ssim": "Gaussian SSIM (11x11, sigma 1.5, data_range 1) per image, pytorch-msssim",
-    "ms-ssim": "5-scale MS-SSIM (pytorch-msssim); needs images larger than 160 px",
-    "lpips": "LPIPS v0.1 (lpips package) on [-1,1] RGB inputs, per image",
-    "kl": "kl_per_image: KL(q(z|x) || N(0,I)) in nats, summed over latent dims, mean over images (VAE "
-          "families; the training log's kl is per latent element with --reduction mean)",
-    "rfid": "FID of the reconstructions against their inputs",
-    "latent": "latent statistics of the encoder means: active dims (variance > threshold), mean |z|, "
-              "total variance",
-    "codebook": "vector-quantised families: codes chosen over the evaluation set's latent positions; perplexity "
-                "= exp(entropy of code use), used codes, usage = used / codebook size, dead = never chosen "
-                "(--codebook-plots DIR: a per-code usage histogram PNG per checkpoint)",
-    "fid": "FID of --samples prior draws against the evaluation set",
-    "is": "Inception Score of --samples prior draws (10 splits)",
-    "kid": "KID of --samples prior draws against the evaluation set (subset size min(1000, N))",
-    "class-acc": "conditional models: an MLP classifier trained on the real train split classifies "
-                 "--class-samples draws per class; class_acc = fraction classified as the asked class, "
-                 "class_conf = mean softmax probability of the asked class, class_ceiling = the classifier's "
-                 "accuracy on the real val split; each the mean over classes (per class: class_acc[NAME], ...)",
-}
+__all__ = ["EvalConfig", "EvalReport", "Evaluator", "Row", "columns", "display_names",
+           "evaluate_checkpoints", "evaluate_folders", "format_value", "iter_notes", "parse_metrics"]
 
-
-def parse_metrics(names: Iterable[str]) -> list[str]:
-    out: list[str] = []
-    for raw in names:
-        name = raw.strip().lower()
-        if name not in METRICS:
-            raise UsageError(f"unknown metric {raw!r}; choose from {', '.join(METRICS)}")
-        if name not in out:
-            out.append(name)
-    if not out:
-        raise UsageError(f"--metrics is empty; choose from {', '.join(METRICS)}")
-    return out
+Sampler = Callable[[int, torch.Generator], torch.Tensor]  # (batch size, generator) → images in [0, 1]
+Features = dict[str, torch.Tensor]
 
 
 @dataclass
@@ -102,8 +65,6 @@ class EvalConfig:
 
     def validate(self) -> None:
         self.metrics = parse_metrics(self.metrics)
-        from aecli.metrics.baseline import parse_baseline
-
         parse_baseline(self.baseline)
         check_net(self.lpips_net)
         for name, value in (("--n", self.n), ("--samples", self.samples), ("--batch-size", self.batch_size),
@@ -115,27 +76,8 @@ class EvalConfig:
         fidelity.make_backend(self.fid_backend, self.clean_fid_mode)  # a bad name or a missing package
 
     def require_weights(self) -> None:
-        require_weights(self.metrics, self.lpips_net, self.weights_dir, self.inception_weights,
+        require_weights(pretrained_needs(self.metrics), self.lpips_net, self.weights_dir, self.inception_weights,
                         self.lpips_weights, fid_backend=self.fid_backend)
-
-
-@dataclass
-class Row:
-    """One evaluated model (or folder pair): values (None = n/a) and a note per metric."""
-
-    name: str
-    family: str
-    n: int = 0
-    image_size: str = ""
-    samples: int | None = None
-    values: dict[str, float | None] = field(default_factory=dict)
-    notes: dict[str, str] = field(default_factory=dict)
-    data: dict[str, Any] = field(default_factory=dict)  # which source, split rule and N (Provenance)
-
-    def na(self, metric: str, reason: str) -> None:
-        metric = VALUE_KEYS.get(metric, metric)
-        self.values[metric] = None
-        self.notes[metric] = f"n/a: {reason}"
 
 
 @dataclass
@@ -147,106 +89,47 @@ class EvalReport:
     warnings: list[str]
 
 
-class _Recon:
-    """Accumulates per-image reconstruction metrics of [0, 1] image batches."""
-
-    def __init__(self, metrics: list[str], lpips_model: Any, lpips_net: str) -> None:
-        self.metrics = [m for m in metrics if m in RECON_METRICS]
-        self.lpips_model, self.lpips_net = lpips_model, lpips_net
-        self.values: dict[str, list[torch.Tensor]] = {m: [] for m in self.metrics}
-        self.unavailable: dict[str, str] = {}
-        self.notes: dict[str, str] = {}
-
-    def update(self, pred: torch.Tensor, ref: torch.Tensor) -> None:
-        h, w = ref.shape[-2:]
-        for m in self.metrics:
-            if m in self.unavailable:
-                continue
-            reason = (rec.ssim_unavailable(h, w) if m == "ssim" else
-                      rec.ms_ssim_unavailable(h, w) if m == "ms-ssim" else None)
-            if reason:
-                self.unavailable[m] = reason
-                continue
-            if m == "lpips":
-                note = lpips_resize_note(h, w, self.lpips_net)
-                if note:
-                    self.notes[m] = note
-                v = lpips_distance(self.lpips_model, pred, ref, self.lpips_net)
-            else:
-                fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = {
-                    "l1": rec.l1, "mse": rec.mse, "psnr": rec.psnr, "ssim": rec.ssim, "ms-ssim": rec.ms_ssim}[m]
-                v = fn(pred, ref)
-            self.values[m].append(v.detach().float().cpu())
-
-    def fill(self, row: Row) -> None:
-        for m in self.metrics:
-            if m in self.unavailable:
-                row.na(m, self.unavailable[m])
-                continue
-            _mean_std(row, m, torch.cat(self.values[m]))
-            if m in self.notes:
-                row.notes[m] = self.notes[m]
-
-
-def _class_na(row: Row, reason: str) -> None:
-    for key in CLASS_KEYS:
-        row.values[key] = None
-    row.notes["class-acc"] = f"n/a: {reason}"
-
-
-def _mean_std(row: Row, metric: str, values: torch.Tensor) -> None:
-    v = values.double()
-    row.values[metric] = float(v.mean())
-    row.values[f"{metric}_std"] = float(v.std()) if len(v) > 1 else 0.0
-
-
 class Evaluator:
-    """Holds what a sweep shares: the device, metric networks, data sets and the reference cache."""
+    """Holds what a sweep shares: the device, the metric objects (and the networks they built), data
+    sets, the Inception of the FID backend and the reference cache."""
 
     def __init__(self, cfg: EvalConfig, log: Callable[[str], None] = lambda s: None) -> None:
-        from aecli.commands._common import resolve_device
-
         cfg.validate()
         cfg.require_weights()  # before any data or model is loaded: fail in well under a second
         self.cfg, self.log = cfg, log
         self.device = resolve_device(cfg.device)
         self.warnings: list[str] = []
-        cache_dir = cfg.cache_dir or str(weights_dir(cfg.weights_dir) / "aecli-fid-ref")
-        self.cache = fidelity.ReferenceCache(cache_dir)
-        self.classifiers = ClassifierCache(cache_dir)
-        self._lpips: Any = None
+        self.cache_dir = cfg.cache_dir or str(weights_dir(cfg.weights_dir) / "aecli-fid-ref")
+        self.cache = fidelity.ReferenceCache(self.cache_dir)
         self.backend = fidelity.make_backend(cfg.fid_backend, cfg.clean_fid_mode)
         self._inception: Any = None
         self._inception_sha = ""
         self._datasets: dict[tuple[Any, ...], Any] = {}
         self.weights_info: dict[str, str] = {}
+        self.metrics: list[Metric] = [get_metric(name)(self) for name in cfg.metrics]
 
-    # -- shared networks ---------------------------------------------------------------------------
+    def of_kind(self, *kinds: str) -> list[Metric]:
+        return [m for m in self.metrics if m.kind in kinds]
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+    # -- the FID backend's Inception ---------------------------------------------------------------
     @property
     def needs_inception(self) -> bool:
-        return any(m in self.cfg.metrics for m in ("rfid", *GEN_METRICS))
-
-    def lpips(self) -> Any:
-        if self._lpips is None and "lpips" in self.cfg.metrics:
-            from aecli.weights import build_lpips
-
-            cfg = self.cfg
-            self._lpips = build_lpips(cfg.lpips_net, weights_dir=cfg.weights_dir, weights_file=cfg.lpips_weights,
-                                      device=self.device)
-            path = cfg.lpips_weights or str(weights_dir(cfg.weights_dir) / WEIGHT_FILES[cfg.lpips_net][0])
-            self.weights_info[f"lpips-{cfg.lpips_net}"] = f"{path} sha256:{sha256_file(path)}"
-        return self._lpips
+        return any(INCEPTION in m.weights for m in self.metrics)
 
     def inception(self) -> Any:
         if self._inception is None:
-            key = self.backend.weights_key
-            path = self.cfg.inception_weights or str(weights_dir(self.cfg.weights_dir) / WEIGHT_FILES[key][0])
+            key = inception_key(self.cfg.fid_backend)
+            path = weight_file(key, self.cfg.weights_dir, self.cfg.inception_weights)
             self._inception = self.backend.load(path, self.device)
             self._inception_sha = sha256_file(path)
             self.weights_info[key] = f"{path} sha256:{self._inception_sha}"
         return self._inception
 
-    def features(self, images_u8: torch.Tensor) -> dict[str, torch.Tensor]:
+    def features(self, images_u8: torch.Tensor) -> Features:
         return self.backend.features(self.inception(), images_u8)
 
     def reference_identity(self, source_id: str, n: int, size: str, channels: int) -> dict[str, Any]:
@@ -265,8 +148,6 @@ class Evaluator:
         """The evaluation set (--split, --n) or, given ``split``, that whole split (class-acc), opened
         as the checkpoint expects it (aecli.data.open_for; no ``source``: its training data). Its
         ``provenance`` is this checkpoint's view (same data as its training or not)."""
-        import dataclasses
-
         from aecli.data import open_for
 
         limit = self.cfg.n if split is None else None
@@ -286,16 +167,16 @@ class Evaluator:
                                             same_as_training=spec.is_training_source(source))
         return ds
 
-    # -- generation metrics ------------------------------------------------------------------------
-    def generation(self, row: Row, sampler: Callable[[int, torch.Generator], torch.Tensor] | None,
-                   ref: dict[str, torch.Tensor] | None, reason: str, n_default: int) -> None:
-        """fid/is/kid of ``sampler`` draws (images in [0, 1]) against reference features."""
-        wanted = [m for m in GEN_METRICS if m in self.cfg.metrics]
+    # -- distribution metrics ----------------------------------------------------------------------
+    def generation(self, row: Row, sampler: Sampler | None, ref: Features | None, reason: str,
+                   n_default: int) -> None:
+        """The distribution metrics of prior draws: ``sampler``'s images against reference features."""
+        wanted = [m for m in self.of_kind(DISTRIBUTION) if m.of == "samples"]
         if not wanted:
             return
         if sampler is None:
             for m in wanted:
-                row.na(m, reason)
+                m.na(row, reason)
             return
         n = self.cfg.samples or n_default
         row.samples = n
@@ -304,63 +185,48 @@ class Evaluator:
         done = 0
         while done < n:
             b = min(self.cfg.batch_size, n - done)
-            bank.add(self.features(fidelity.to_uint8(sampler(b, gen))))
+            bank.add(self.features(to_uint8(sampler(b, gen))))
             done += b
-        feats = bank.result()
-        self._distribution_metrics(row, feats, ref, wanted, n, "generated")
+        self._distribution_metrics(row, bank.result(), ref, wanted, n, "generated")
 
-    def _distribution_metrics(self, row: Row, feats: dict[str, torch.Tensor], ref: dict[str, torch.Tensor] | None,
-                              wanted: list[str], n: int, what: str) -> None:
+    def _distribution_metrics(self, row: Row, feats: Features, ref: Features | None, wanted: list[Metric],
+                              n: int, what: str) -> None:
         if n < fidelity.FID_SMALL_N:
-            self.warn(f"{row.name}: {', '.join(wanted)} on N={n} {what} images (< {fidelity.FID_SMALL_N}): "
-                      "FID/KID are biased at small N; compare only runs with the same N")
-        backend = self.backend
+            self.warn(f"{row.name}: {', '.join(m.name for m in wanted)} on N={n} {what} images (< "
+                      f"{fidelity.FID_SMALL_N}): FID/KID are biased at small N; compare only runs with the same N")
         for m in wanted:  # every number carries the protocol that made it (its note)
-            if m == "is":
-                if not backend.has_inception_score:
-                    row.na("is", f"{backend.name} has no Inception Score; use --fid-backend torch-fidelity")
-                    continue
-                row.values["is"], row.values["is_std"] = fidelity.inception_score(feats["logits_unbiased"])
-                row.notes["is"] = f"protocol {backend.tag()}"
-            elif len(feats["2048"]) < 2 or ref is None or len(ref["2048"]) < 2:
-                row.na(m, "needs at least 2 images on each side")
-            elif m in ("fid", "rfid"):
-                row.values[m] = backend.fid(feats["2048"], ref["2048"])
-                row.notes[m] = f"protocol {backend.tag()}"
-            else:
-                row.values["kid"], row.values["kid_std"], subset = backend.kid(feats["2048"], ref["2048"])
-                row.notes["kid"] = f"protocol {backend.tag()}, subset size {subset}, 100 subsets"
-
-    def warn(self, message: str) -> None:
-        if message not in self.warnings:
-            self.warnings.append(message)
+            m.score(row, feats, ref, self.backend)
 
     # -- checkpoints -------------------------------------------------------------------------------
     def evaluate_checkpoint(self, path: str | os.PathLike[str]) -> Row:
         from aecli.checkpoint.format import load_model, read_header
 
-        cfg = self.cfg
         header = read_header(path)
         spec = header.data
-        ds = self.dataset(cfg.data, spec, path)
-        source = ds.provenance.source
+        ds = self.dataset(self.cfg.data, spec, path)
         self.log(f"{path}: {header.family} · {ds.provenance.line(len(ds))}")
-        loaded = load_model(path, self.device, ema=cfg.ema)
-        model = loaded.model
+        model = load_model(path, self.device, ema=self.cfg.ema).model
         row = Row(name=str(path), family=header.family, n=len(ds),
                   image_size=f"{spec.image_size}x{spec.image_size}x{spec.channels}",
                   data=ds.provenance.to_dict(len(ds)))
-        wanted = [m for m in cfg.metrics if m in ENCODER_METRICS]
-        if wanted and not model.has_encoder:
-            for m in wanted:
-                row.na(m, f"{header.family} has no encoder")
-            wanted = []
-        ref_needed = "rfid" in wanted or (model.has_prior and any(m in cfg.metrics for m in GEN_METRICS))
+        encoder = [m for m in self.metrics if m.uses_encoder()]
+        if encoder and not model.has_encoder:
+            for m in encoder:
+                m.na(row, f"{header.family} has no encoder")
+            encoder = []
+        sampled = any(m.of == "samples" for m in self.metrics)
+        ref_needed = any(m.of == "reconstructions" for m in encoder) or (model.has_prior and sampled)
         ref_id = self.reference_identity(ds.source_id, len(ds), row.image_size, spec.channels) if ref_needed else None
         ref = self.cache.get(ref_id) if ref_id else None
-        if wanted or (ref_id and ref is None):
-            ref = self._data_pass(model, spec, ds, row, wanted, ref_id, ref)
+        if encoder or (ref_id and ref is None):
+            ref = self._data_pass(model, spec, ds, row, encoder, ref_id, ref)
+        self.generation(row, self._sampler(model, spec) if model.has_prior else None, ref,
+                        f"{header.family} has no prior to sample from", len(ds))
+        for m in self.of_kind(CLASS):
+            m.evaluate(row, model, spec, ds.provenance.source)
+        return row
 
+    def _sampler(self, model: Any, spec: DataSpec) -> Sampler:
         def sampler(b: int, gen: torch.Generator) -> torch.Tensor:
             labels = None
             if model.is_conditional:
@@ -368,60 +234,19 @@ class Evaluator:
             with torch.no_grad():
                 return spec.to_unit_range(model.sample(b, labels=labels, generator=gen).float())
 
-        self.generation(row, sampler if model.has_prior else None, ref,
-                        f"{header.family} has no prior to sample from", len(ds))
-        if "class-acc" in cfg.metrics:
-            self._class_acc(row, model, spec, source)
-        return row
+        return sampler
 
-    def _class_acc(self, row: Row, model: Any, spec: Any, source: str) -> None:
-        """Seed 004: per class, how often the real-data classifier recognises the class asked for."""
-        reason = ("" if model.is_conditional else
-                  f"{row.family} is not class-conditional (train it with --num-classes on labelled data)")
-        if not reason and not model.has_prior:
-            reason = f"{row.family} has no prior to sample from"
-        if reason:
-            _class_na(row, reason)
-            return
-        train = self.dataset(self.cfg.data, spec, row.name, split="train")
-        val = self.dataset(self.cfg.data, spec, row.name, split="val")
-        check_labelled(train, "train")
-        check_labelled(val, "val")
-        # Label k must mean the same class to the model and to the classifier.
-        if len(train.class_names) != model.config.num_classes or spec.class_names not in ([], train.class_names):
-            raise UsageError(f"{row.name} was trained on classes {spec.class_names or model.config.num_classes} but "
-                             f"{source} has {train.class_names}; pass --data with the labelled data it was "
-                             "trained on")
-        clf = self.classifiers.get_or_train(train, spec, ClassifierConfig(), self.device)
-
-        def sample(k: int, b: int, gen: torch.Generator) -> torch.Tensor:
-            labels = torch.full((b,), k, dtype=torch.long, device=self.device)
-            with torch.no_grad():
-                return model.sample(b, labels=labels, generator=gen)
-
-        acc, conf = sample_scores(clf, sample, spec, model.config.num_classes, self.cfg.class_samples,
-                                  self.cfg.batch_size, self.cfg.seed)
-        ceiling = real_accuracy(clf, val, spec.value_range, self.device)
-        for key, per_class in zip(CLASS_KEYS, (acc, conf, ceiling)):
-            present = [v for v in per_class if v is not None]
-            row.values[key] = sum(present) / len(present)
-            row.values.update({f"{key}[{name}]": v for name, v in zip(train.class_names, per_class)})
-        row.notes["class-acc"] = (f"{self.cfg.class_samples} draws per class; MLP classifier trained on "
-                                  f"{len(train)} train images, ceiling on {len(val)} val images")
-
-    def _data_pass(self, model: Any, spec: Any, ds: Any, row: Row, wanted: list[str],
-                   ref_id: dict[str, Any] | None, ref: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
-        """The single read of the evaluation set for one checkpoint."""
-        from aecli.data import BatchLoader, to_model_input
-        from aecli.models.distributions import DiagonalGaussian
+    def _data_pass(self, model: Any, spec: DataSpec, ds: Any, row: Row, wanted: list[Metric],
+                   ref_id: dict[str, Any] | None, ref: Features | None) -> Features | None:
+        """The single read of the evaluation set for one checkpoint: every per-image and latent metric
+        sees each batch's reconstruction; reconstruction-distribution metrics get its Inception features."""
+        from aecli.data import BatchLoader
 
         collect_ref = ref_id is not None and ref is None
-        recon = _Recon(wanted, self.lpips() if "lpips" in wanted else None, self.cfg.lpips_net)
-        kl: list[torch.Tensor] = []
-        kl_na = ""
-        latent = LatentStats()
-        codebook = CodebookStats(model.config.codebook_size) \
-            if "codebook" in wanted and hasattr(model, "quantizer") else None
+        passing = [m for m in wanted if m.kind in (PER_IMAGE, LATENT)]
+        recon_dist = [m for m in wanted if m.kind == DISTRIBUTION]
+        for m in passing:
+            m.start(row, model)
         rec_bank, ref_bank = fidelity.FeatureBank(), fidelity.FeatureBank()
         with torch.no_grad():
             for x_u8, labels in BatchLoader(ds, self.cfg.batch_size, shuffle=False, device=self.device):
@@ -429,110 +254,61 @@ class Evaluator:
                     ref_bank.add(self.features(x_u8))
                 if not wanted:
                     continue
-                if model.is_conditional and bool((labels < 0).any()):
-                    raise UsageError(f"{row.name} is class-conditional but the evaluation data is unlabeled; "
-                                     "pass --data with the labeled data it was trained on")
-                x = to_model_input(x_u8, spec.value_range)
-                out = model(x, labels if model.is_conditional else None)
-                pred = spec.to_unit_range(out.recon.float())
-                recon.update(pred, x_u8.float() / 255.0)
-                if "kl" in wanted:
-                    if isinstance(out.posterior, DiagonalGaussian):
-                        kl.append(out.posterior.kl().float().cpu())
-                    else:
-                        kl_na = f"{row.family} is not a VAE (deterministic latent)"
-                if "latent" in wanted:
-                    latent.update(out.posterior.mode())
-                if codebook is not None and out.quant is not None:
-                    codebook.update(out.quant.indices)
-                if "rfid" in wanted:
-                    rec_bank.add(self.features(fidelity.to_uint8(pred)))
+                batch = self._reconstruct(model, spec, row, x_u8, labels)
+                for m in passing:
+                    m.update(batch)
+                if recon_dist:
+                    rec_bank.add(self.features(to_uint8(batch.pred)))
         if collect_ref:
             assert ref_id is not None
             ref = ref_bank.result()
             self.cache.put(ref_id, ref)
-        recon.fill(row)
-        if "kl" in wanted:
-            if kl_na:
-                row.na("kl", kl_na)
-            else:
-                _mean_std(row, VALUE_KEYS["kl"], torch.cat(kl))
-                if row.family == "flow-vae":
-                    row.notes[VALUE_KEYS["kl"]] = "KL of the base posterior q0, before the planar flows"
-        if "latent" in wanted:
-            self._latent(row, latent)
-        if "codebook" in wanted:
-            self._codebook(row, codebook)
-        if "rfid" in wanted:
-            self._distribution_metrics(row, rec_bank.result(), ref, ["rfid"], len(ds), "reconstructed")
+        for m in passing:
+            m.finish(row)
+        if recon_dist:
+            self._distribution_metrics(row, rec_bank.result(), ref, recon_dist, len(ds), "reconstructed")
         return ref
 
-    def _latent(self, row: Row, latent: LatentStats) -> None:
-        if latent.count < 2:
-            for k in LATENT_KEYS:
-                row.values[k] = None
-            row.notes["latent"] = "n/a: needs at least 2 images"
-            return
-        row.values.update(latent.summary(self.cfg.active_threshold))
-        row.notes["latent"] = (f"encoder means {'x'.join(map(str, latent.shape))}; active = variance > "
-                               f"{self.cfg.active_threshold:g}")
+    def _reconstruct(self, model: Any, spec: DataSpec, row: Row, x_u8: torch.Tensor, labels: torch.Tensor) -> Batch:
+        from aecli.data import to_model_input
 
-    def _codebook(self, row: Row, stats: CodebookStats | None) -> None:
-        if stats is None:
-            for k in CODEBOOK_KEYS:
-                row.values[k] = None
-            row.notes["codebook"] = f"n/a: {row.family} has no codebook (vector-quantised families: vq-vae, vqgan)"
-            return
-        row.values.update(stats.summary())
-        note = f"{int(stats.counts.sum())} latent positions"
-        if self.cfg.codebook_plots:
-            path = Path(self.cfg.codebook_plots) / f"{_plot_stem(row.name)}_codebook.png"
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                short = "/".join(Path(row.name).parts[-2:])
-                plot_usage(stats.counts, path, f"{row.family} {short}: code usage over {row.n} images")
-            except OSError as exc:
-                raise UsageError(f"cannot write the codebook histogram to {path}: {exc.strerror}; "
-                                 "choose a writable --codebook-plots folder") from None
-            note += f"; histogram {path}"
-        row.notes["codebook"] = note
+        if model.is_conditional and bool((labels < 0).any()):
+            raise UsageError(f"{row.name} is class-conditional but the evaluation data is unlabeled; "
+                             "pass --data with the labeled data it was trained on")
+        out = model(to_model_input(x_u8, spec.value_range), labels if model.is_conditional else None)
+        return Batch(pred=spec.to_unit_range(out.recon.float()), ref=x_u8.float() / 255.0, out=out)
 
     # -- folders -----------------------------------------------------------------------------------
     def evaluate_folders(self, pred_dir: str, ref_dir: str, skip_unpaired: bool = False) -> Row:
+        """Per-image metrics of each pair, distribution metrics of the predictions against the references."""
         from aecli.metrics.folders import iter_pair_batches, pair_folders
 
         pairs = pair_folders(pred_dir, ref_dir, skip_unpaired, self.warn)
-        cfg = self.cfg
         row = Row(name=f"{pred_dir} vs {ref_dir}", family="folders", n=len(pairs.items))
-        sizes = sorted({f"{h}x{w}x{c}" for (h, w, c) in pairs.shapes})
-        row.image_size = ",".join(sizes)
-        for m in cfg.metrics:
-            if m in ("kl", "latent"):
-                row.na(m, "needs a checkpoint")
-            elif m == "rfid":
-                row.na(m, "use fid: the predictions are the reconstructions")
-            elif m == "class-acc":
-                _class_na(row, "needs a class-conditional checkpoint")
-            elif m == "codebook":
-                for k in CODEBOOK_KEYS:
-                    row.values[k] = None
-                row.notes[m] = "n/a: needs a checkpoint"
-        wanted = [m for m in cfg.metrics if m in RECON_METRICS]
-        dist = [m for m in cfg.metrics if m in GEN_METRICS]
-        recon = _Recon(wanted, self.lpips() if "lpips" in wanted else None, cfg.lpips_net)
+        row.image_size = ",".join(sorted({f"{h}x{w}x{c}" for (h, w, c) in pairs.shapes}))
+        for m in self.metrics:
+            if m.paired:
+                m.na(row, m.paired)
+        per_image = self.of_kind(PER_IMAGE)
+        dist = [m for m in self.of_kind(DISTRIBUTION) if not m.paired]
+        for m in per_image:
+            m.start(row, None)
         ref_id = (self.reference_identity(pairs.ref_identity, len(pairs.items), row.image_size, pairs.channels)
                   if dist else None)
         ref = self.cache.get(ref_id) if ref_id else None
         pred_bank, ref_bank = fidelity.FeatureBank(), fidelity.FeatureBank()
         with torch.no_grad():
-            for pred_u8, ref_u8 in iter_pair_batches(pairs, cfg.batch_size):
+            for pred_u8, ref_u8 in iter_pair_batches(pairs, self.cfg.batch_size):
                 pred_u8, ref_u8 = pred_u8.to(self.device), ref_u8.to(self.device)
-                recon.update(pred_u8.float() / 255.0, ref_u8.float() / 255.0)
+                batch = Batch(pred=pred_u8.float() / 255.0, ref=ref_u8.float() / 255.0)
+                for m in per_image:
+                    m.update(batch)
                 if dist:
                     pred_bank.add(self.features(pred_u8))
                     if ref is None:
                         ref_bank.add(self.features(ref_u8))
-        recon.fill(row)
+        for m in per_image:
+            m.finish(row)
         if dist:
             if ref is None:
                 assert ref_id is not None
@@ -544,21 +320,11 @@ class Evaluator:
 
     # -- report ------------------------------------------------------------------------------------
     def report(self, rows: list[Row]) -> EvalReport:
-        import lpips
-        import pytorch_msssim
-        import torch_fidelity
-        import torchvision
-
-        import aecli
-
-        versions = {"aecli": aecli.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
-                    "torch_fidelity": torch_fidelity.__version__, "lpips": getattr(lpips, "__version__", "?"),
-                    "pytorch_msssim": getattr(pytorch_msssim, "__version__", "?")}
         info: dict[str, Any] = {
-            "versions": versions,
+            "versions": _versions(),
             "weights": dict(self.weights_info),
             "split": self.cfg.split,
-            "definitions": {m: METRIC_HELP[m] for m in self.cfg.metrics},
+            "definitions": {m.name: m.definition for m in self.metrics},
             "reference_cache": {"dir": str(self.cache.directory), "passes": self.cache.passes,
                                 "hits": self.cache.hits},
         }
@@ -566,14 +332,26 @@ class Evaluator:
             info["fid_protocol"] = self.backend.protocol()
             info["fid_backend"] = self.backend.tag()
             if self.backend.name == "clean-fid":
-                versions["clean_fid"] = fidelity.clean_fid_version()
-        if "class-acc" in self.cfg.metrics:
-            info["classifier_cache"] = {"dir": str(self.classifiers.directory), "trained": self.classifiers.trained,
-                                        "hits": self.classifiers.hits, "classifier": ClassifierConfig().to_dict()}
-        for w in self.cache.warnings + self.classifiers.warnings:
+                info["versions"]["clean_fid"] = fidelity.clean_fid_version()
+        for w in self.cache.warnings:
             self.warn(w)
+        for m in self.metrics:
+            info.update(m.report_info())
         return EvalReport(rows=rows, metrics=list(self.cfg.metrics), device=str(self.device), info=info,
                           warnings=list(self.warnings))
+
+
+def _versions() -> dict[str, str]:
+    import lpips
+    import pytorch_msssim
+    import torch_fidelity
+    import torchvision
+
+    import aecli
+
+    return {"aecli": aecli.__version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "torch_fidelity": torch_fidelity.__version__, "lpips": getattr(lpips, "__version__", "?"),
+            "pytorch_msssim": getattr(pytorch_msssim, "__version__", "?")}
 
 
 def evaluate_checkpoints(paths: Iterable[str | os.PathLike[str]], cfg: EvalConfig,
@@ -582,8 +360,6 @@ def evaluate_checkpoints(paths: Iterable[str | os.PathLike[str]], cfg: EvalConfi
     paths = list(paths)
     if not paths:
         raise UsageError("give at least one checkpoint, or --pred DIR --ref DIR")
-    from aecli.metrics.baseline import parse_baseline, pca_row
-
     k = parse_baseline(cfg.baseline)
     ev = Evaluator(cfg, log)
     rows = []
@@ -604,30 +380,8 @@ def evaluate_folders(pred_dir: str, ref_dir: str, cfg: EvalConfig, skip_unpaired
 
 
 def columns(report: EvalReport) -> list[str]:
-    """Value keys in display order: each metric, then its std where there is one."""
-    keys: list[str] = []
-    for m in report.metrics:
-        if m == "latent":
-            keys += list(LATENT_KEYS)
-            continue
-        if m == "codebook":
-            keys += list(CODEBOOK_KEYS)
-            continue
-        if m == "class-acc":  # then every per-class key any row has, in first-seen order
-            keys += list(CLASS_KEYS)
-            keys += [k for k in dict.fromkeys(k for r in report.rows for k in r.values) if "[" in k]
-            continue
-        key = VALUE_KEYS.get(m, m)
-        keys.append(key)
-        if m in PER_IMAGE or m in ("is", "kid"):
-            keys.append(f"{key}_std")
-    return keys
-
-
-def _plot_stem(name: str) -> str:
-    """runs/a/best.safetensors → a_best: the run folder keeps histograms of a sweep apart."""
-    p = Path(name)
-    return "_".join(part for part in (p.parent.name, p.stem) if part) or "checkpoint"
+    """Value keys in display order: each metric's columns (a mean, then its std where there is one)."""
+    return [key for name in report.metrics for key in get_metric(name).report_columns(report.rows)]
 
 
 def format_value(value: float | None) -> str:

@@ -9,21 +9,21 @@ download the weights, and its feature cache is keyed by input name only, not by 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import math
 import os
-import pickle
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
 from aecli.atomic import atomic_path
-from aecli.errors import UsageError, WeightsMissingError
+from aecli.errors import UsageError
+from aecli.pretrained import INCEPTION_FEATURES, load_clean_fid_inception, load_inception
+from aecli.weights import FID_BACKENDS
 
-FEATURES = ("2048", "logits_unbiased")  # pool3 features (FID, KID) and logits (IS)
+FEATURES = INCEPTION_FEATURES  # pool3 features (FID, KID) and logits (IS)
 KID_MAX_SUBSET = 1000
 INCEPTION_BATCH = 64  # 64 images at 299² is ~1.5 GB of activations: safe on any GPU and on CPU
 FID_SMALL_N = 2048  # below this the Gaussian fit is poor (rank-deficient covariance): FID biased up
@@ -34,45 +34,6 @@ def protocol() -> str:
 
     return (f"torch-fidelity {torch_fidelity.__version__} InceptionV3 (pool3, 2048-d), uint8 inputs "
             "(x.clamp(0,1)*255).round(), TF1 bilinear resize to 299 — not comparable with clean-fid")
-
-
-@contextlib.contextmanager
-def _weights_only_loads() -> Iterator[None]:
-    """torch-fidelity calls ``torch.load(path, weights_only=False)``; this env switch makes torch
-    load it with weights_only=True anyway, so a hostile weights file cannot run pickled code."""
-    key = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
-    old = os.environ.get(key)
-    os.environ[key] = "1"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
-
-
-def load_inception(path: str | os.PathLike[str], device: Any) -> Any:
-    """torch-fidelity's FeatureExtractorInceptionV3 from a local file, strictly loaded, in eval mode."""
-    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
-
-    p = Path(path)
-    if not p.is_file():
-        raise WeightsMissingError(f"Inception weights {p} do not exist; run `aecli weights download "
-                                  "--metrics fid` on a machine with internet or pass --inception-weights FILE")
-    try:
-        with _weights_only_loads():
-            model = FeatureExtractorInceptionV3("inception-v3-compat", list(FEATURES),
-                                                feature_extractor_weights_path=str(p))
-    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:
-        raise WeightsMissingError(f"Inception weights {p} cannot be loaded strictly ({str(exc)[:160]}); "
-                                  "give torch-fidelity's weights-inception-2015-12-05 file") from None
-    return model.to(device)
-
-
-def to_uint8(x01: torch.Tensor) -> torch.Tensor:
-    """[0, 1] float images → uint8, the quantisation torch-fidelity's folder input would apply."""
-    return (x01.clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 @torch.no_grad()
@@ -210,9 +171,7 @@ class ReferenceCache:
 
 
 # -- backends: who turns images into features and features into numbers ---------------------------------
-from aecli.weights import FID_BACKENDS  # noqa: E402  (one list, importable without torch)
 CLEAN_FID_MODES = ("clean", "legacy_tensorflow")
-CLEAN_FID_SIZE = 299
 
 
 class TorchFidelityBackend:
@@ -333,102 +292,3 @@ def make_backend(name: str = "torch-fidelity", clean_fid_mode: str = "clean") ->
                              ) from None
         return CleanFidBackend(clean_fid_mode)
     raise UsageError(f"--fid-backend must be one of {', '.join(FID_BACKENDS)}, got {name!r}")
-
-
-def load_clean_fid_inception(path: str | os.PathLike[str], device: Any, resize_inside: bool) -> Any:
-    """clean-fid's InceptionV3W from an explicit local file, never downloading.
-
-    InceptionV3W takes a folder and loads ``inception-2015-12-05.pt`` from it (downloading it when
-    asked); a file of another name is linked into a temporary folder under that name. The file is a
-    TorchScript archive: torch.jit.load runs no Python pickle code, only the archive's TorchScript graph.
-    """
-    import tempfile
-
-    from cleanfid.inception_torchscript import InceptionV3W
-
-    p = Path(path)
-    if not p.is_file():
-        raise WeightsMissingError(f"clean-fid Inception weights {p} do not exist; run `aecli weights download "
-                                  "--metrics fid --fid-backend clean-fid` on a machine with internet or pass "
-                                  "--inception-weights FILE")
-    import warnings
-
-    try:
-        warnings.filterwarnings("ignore", category=FutureWarning, module="torch.jit")  # "deprecated" notices
-        if p.name == "inception-2015-12-05.pt":
-            model = InceptionV3W(str(p.parent), download=False, resize_inside=resize_inside)
-        else:
-            with tempfile.TemporaryDirectory() as tmp:
-                os.symlink(p.resolve(), Path(tmp) / "inception-2015-12-05.pt")
-                model = InceptionV3W(tmp, download=False, resize_inside=resize_inside)
-        model = model.eval().to(device)
-        with torch.no_grad():  # the interface clean-fid relies on: [B, 2048] features of a 299² input
-            out = model(torch.zeros(1, 3, CLEAN_FID_SIZE, CLEAN_FID_SIZE, device=device))
-        if tuple(out.shape) != (1, 2048):
-            raise ValueError(f"features of shape {tuple(out.shape)}")
-    except (RuntimeError, OSError, ValueError, AttributeError) as exc:
-        raise WeightsMissingError(f"clean-fid Inception weights {p} cannot be loaded ({str(exc).splitlines()[0][:160]}"
-                                  "); give clean-fid's inception-2015-12-05.pt (TorchScript)") from None
-    return model
-
-
-# -- an offline stand-in for clean-fid's file ----------------------------------------------------------
-def tf1_resize(x: torch.Tensor, size: int) -> torch.Tensor:
-    """Bilinear resize as TensorFlow 1.x does it (align_corners=False, no half-pixel centres: source
-    coordinate = output index × in/out), in TorchScript-compatible ops."""
-    h, w = x.shape[-2], x.shape[-1]
-    ys = torch.arange(size, dtype=torch.float64, device=x.device) * (h / size)
-    xs = torch.arange(size, dtype=torch.float64, device=x.device) * (w / size)
-    y0, x0 = ys.floor().long(), xs.floor().long()
-    y1, x1 = (y0 + 1).clamp(max=h - 1), (x0 + 1).clamp(max=w - 1)
-    wy = (ys - y0.double()).to(x.dtype).view(-1, 1)
-    wx = (xs - x0.double()).to(x.dtype).view(1, -1)
-    rows0, rows1 = x.index_select(2, y0), x.index_select(2, y1)
-    top = rows0.index_select(3, x0) * (1 - wx) + rows0.index_select(3, x1) * wx
-    bottom = rows1.index_select(3, x0) * (1 - wx) + rows1.index_select(3, x1) * wx
-    return top * (1 - wy) + bottom * wy
-
-
-class _InceptionTrunk(torch.nn.Module):
-    """torch-fidelity's FeatureExtractorInceptionV3 after its resize and normalisation, up to pool3."""
-
-    BLOCKS = ("Conv2d_1a_3x3", "Conv2d_2a_3x3", "Conv2d_2b_3x3", "MaxPool_1", "Conv2d_3b_1x1", "Conv2d_4a_3x3",
-              "MaxPool_2", "Mixed_5b", "Mixed_5c", "Mixed_5d", "Mixed_6a", "Mixed_6b", "Mixed_6c", "Mixed_6d",
-              "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c", "AvgPool")
-
-    def __init__(self, fe: Any) -> None:
-        super().__init__()
-        self.blocks = torch.nn.Sequential(*[getattr(fe, n) for n in self.BLOCKS])
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(self.blocks(x), 1)
-
-
-class _CleanFidStandIn(torch.nn.Module):
-    """NVIDIA's TorchScript Inception interface, as clean-fid's InceptionV3W calls it."""
-
-    def __init__(self, layers: torch.nn.Module) -> None:
-        super().__init__()
-        self.layers = layers
-
-    def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
-        return self.layers((tf1_resize(x, 299) - 128) / 128)
-
-
-def save_random_clean_fid_inception(path: str | os.PathLike[str], torch_fidelity_weights: str | os.PathLike[str]
-                                    ) -> Path:
-    """Write a TorchScript stand-in for clean-fid's ``inception-2015-12-05.pt`` that holds the network of
-    a torch-fidelity weights file (e.g. one ``aecli.weights.save_random_inception`` wrote), for tests and
-    benchmarks without internet. ``layers`` maps a normalised 299² batch to [B, 2048] pool3 features;
-    ``forward(x, return_features)`` takes [0, 255] images of any size, resizes like TF1 and normalises.
-    Both backends then run the same network, so their numbers differ only by their protocols.
-    """
-    import warnings
-
-    trunk = _InceptionTrunk(load_inception(torch_fidelity_weights, "cpu")).eval()
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit's deprecation notices
-        layers = torch.jit.trace(trunk, torch.zeros(1, 3, CLEAN_FID_SIZE, CLEAN_FID_SIZE), check_trace=False)
-        torch.jit.script(_CleanFidStandIn(layers)).save(str(path))
-    return Path(path)
-

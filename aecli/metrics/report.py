@@ -10,7 +10,8 @@ import os
 from typing import Any
 
 from aecli.atomic import write_text
-from aecli.metrics.evaluate import CLASS_KEYS, EvalReport, Row, columns, display_names, format_value, iter_notes
+from aecli.metrics.class_acc import CLASS_KEYS
+from aecli.metrics.evaluate import EvalReport, Row, columns, display_names, format_value, iter_notes
 
 
 def _row_dict(row: Row, report: EvalReport) -> dict[str, Any]:

@@ -3,7 +3,9 @@
 from aecli.models import conv, flow, gan, ldm_kl, mlp, recurrent, resnet, skip, vq  # noqa: F401  (registration)
 from aecli.models.base import AEOutput, Autoencoder, BaseConfig
 from aecli.models.distributions import DiagonalGaussian, PointLatent
-from aecli.models.registry import create_model, get_family, list_models, make_config, register_model
+from aecli.models.registry import (
+    create_model, get_family, list_models, make_config, register_model, supported_commands,
+)
 
 __all__ = [
     "AEOutput",
@@ -16,4 +18,5 @@ __all__ = [
     "list_models",
     "make_config",
     "register_model",
+    "supported_commands",
 ]

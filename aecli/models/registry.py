@@ -58,6 +58,23 @@ def get_family(name: str) -> type[Autoencoder]:
         ) from None
 
 
+def supported_commands(cls: type[Autoencoder]) -> list[str]:
+    """Which commands a family supports, derived from its capabilities (``aecli models``, and the
+    reason a command gives when it refuses a family)."""
+    cmds = ["train"]
+    if cls.has_encoder:
+        cmds += ["reconstruct", "encode", "evaluate", "tsne"]
+    elif cls.has_prior:
+        cmds += ["evaluate"]
+    if not cls.sample_refusal and (cls.has_prior or (cls.has_encoder and cls.decodes_latent)):
+        cmds.append("sample" if cls.has_prior else "sample --fit")
+    if cls.decodes_latent:
+        cmds += ["decode", "interpolate"]
+        if cls.has_encoder:
+            cmds.append("arithmetic")
+    return cmds
+
+
 def make_config(name: str, **kwargs: Any) -> Any:
     """Build and validate the family's config; unknown options are rejected by name."""
     cls = get_family(name)

@@ -27,7 +27,7 @@ class RunSummary:
     config: dict[str, Any]
     architecture: dict[str, Any]
     final: dict[str, float]  # final train/val losses from the last epoch rows
-    evaluation: dict[str, Any] = field(default_factory=dict)  # metric -> value (from `aecli evaluate --json`)
+    evaluation: dict[str, Any] = field(default_factory=dict)  # metric -> value (from `aecli evaluate --json-out`)
     images: dict[str, Path] = field(default_factory=dict)  # "loss curves" / "reconstructions" / "samples"
 
 
@@ -63,7 +63,7 @@ def _architecture(ckpt: Path) -> dict[str, Any]:
 
 
 def _evaluations(run: Path, extra: list[Path]) -> dict[str, Any]:
-    """Figures from `aecli evaluate --json` files in the run folder (evaluation*.json) or given with --eval;
+    """Figures from `aecli evaluate --json-out` files in the run folder (evaluation*.json) or given with --eval;
     a row belongs to this run when its checkpoint lies in the run folder (best preferred over last)."""
     found: dict[str, dict[str, Any]] = {}
     for path in sorted(run.glob("evaluation*.json")) + extra:
@@ -73,9 +73,9 @@ def _evaluations(run: Path, extra: list[Path]) -> dict[str, Any]:
             data = None
         rows = data.get("rows") if isinstance(data, dict) else None
         if not isinstance(rows, list):
-            problem = f"{path} is not readable JSON from `aecli evaluate --json` (an object with \"rows\")"
+            problem = f"{path} is not readable JSON from `aecli evaluate --json-out` (an object with \"rows\")"
             if path in extra:  # named on the command line: the user's mistake to fix, not to skip
-                raise UsageError(f"--eval {problem}; give a file written by `aecli evaluate --json`")
+                raise UsageError(f"--eval {problem}; give a file written by `aecli evaluate --json-out`")
             warnings.warn(f"{problem}; its figures are left out", stacklevel=2)
             continue
         for row in rows:

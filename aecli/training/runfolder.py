@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from aecli.atomic import write_text
+from aecli.atomic import remove_stale_temps, temp_target, write_text
 from aecli.errors import UsageError
 from aecli.locking import LOCK_FILE
 from aecli.training.config import TrainConfig
@@ -30,7 +30,6 @@ PERIODIC = re.compile(r"^step\d{8}\.safetensors$")
 RUN_FILES = ("last.safetensors", "best.safetensors", STATE_FILE, CONFIG_FILE, COMMAND_FILE, "metrics.jsonl",
              "metrics.csv", "loss_curves.png")
 RUN_FOLDERS = ("grids", "tensorboard")
-_TEMP = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}\.tmp$")  # aecli.atomic's temp files
 
 # Options a resumed run may take with new values: how long to train, where and how to run, what to
 # log. Every other option shapes the result and must equal the run's own.
@@ -53,17 +52,19 @@ def is_run_file(name: str) -> bool:
     return name in RUN_FILES or bool(PERIODIC.match(name))
 
 
+def _run_temp_target(target: str) -> bool:
+    return is_run_file(target) or target.startswith(LOCK_FILE[1:])
+
+
 def aecli_temp_file(name: str) -> bool:
     """A temp file a killed atomic write of one of the run's files left behind."""
-    m = _TEMP.match(name)
-    return bool(m) and (is_run_file(m.group("name")) or m.group("name").startswith(LOCK_FILE[1:]))
+    target = temp_target(name)
+    return target is not None and _run_temp_target(target)
 
 
 def remove_stale_temp_files(run_dir: Path) -> None:
     """Temp files are never read; only those of aecli's own run files are removed."""
-    for tmp in run_dir.glob(".*.tmp"):
-        if aecli_temp_file(tmp.name):
-            tmp.unlink(missing_ok=True)
+    remove_stale_temps(run_dir, _run_temp_target)
 
 
 def _flag(key: str) -> str:

@@ -2,29 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from aecli.data.identity import resolved_path
+from aecli.data.sources import native_size, natural_format  # noqa: F401  (natural_format: config.py)
 from aecli.data.spec import DataSpec
 from aecli.errors import UsageError
-
-# The size/channels a source has when --image-size/--channels are not given. digits are 8×8 but are
-# upscaled to 32 so every convolutional family can take them.
-_NATURAL = {"digits": (32, 1), "mnist": (28, 1), "fashion-mnist": (28, 1), "cifar10": (32, 3),
-            "celeba": (64, 3), "shapes": (32, 3)}
-
-
-def natural_format(source: str) -> tuple[int, int]:
-    name = source.split(":", 1)[0]
-    if name in _NATURAL:
-        return _NATURAL[name]
-    p = Path(os.path.expanduser(source))
-    if p.is_dir() and any(p.glob("*.npy")):
-        return 28, 1  # QuickDraw bitmaps (seed 004)
-    return 64, 3
 
 
 def pick_image_size(family: str, model_kwargs: dict[str, Any], wanted: int | None, natural: int) -> int:
@@ -85,8 +69,6 @@ def prepare(cfg: Any, progress: bool) -> Prepared:
     return Prepared(train=train, val=val, spec=spec, model_kwargs=kwargs)
 
 
-# The resolution a source's images really have, where it is fixed (shapes are drawn at any size).
-_NATIVE = {"digits": 8, "mnist": 28, "fashion-mnist": 28, "cifar10": 32}
 SUBSTITUTE = "--data shapes:240 --image-size 32 --val-count 24"  # a recipe's one-line quick check
 
 
@@ -99,9 +81,7 @@ def fit_warnings(cfg: Any, n_images: int, n_train: int, global_batch: int, image
         warnings.append(f"--val-count {cfg.val_count} takes {cfg.val_count / n_images:.0%} of the {n_images:,} "
                         f"images of {cfg.data}, leaving {n_train:,} to train on; the setting was written for a "
                         f"larger data set (lower it, e.g. --val-count {max(1, n_images // 10)})")
-    native = _NATIVE.get(cfg.data.split(":", 1)[0])
-    if native is None and natural_format(cfg.data) == (28, 1):
-        native = 28  # a QuickDraw folder
+    native = native_size(cfg.data)
     if native and image_size > 4 * native:
         warnings.append(f"{cfg.data} images are {native}×{native} px, upscaled {image_size / native:g}× to "
                         f"{image_size} px for a {parameters:,}-parameter model: the settings were written for "

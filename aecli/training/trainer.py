@@ -231,7 +231,8 @@ class Trainer:
             return None
         if self.is_gan:
             raise UsageError("--lpips needs reconstructions; the gan family has none")
-        from aecli.weights import build_lpips, require_weights
+        from aecli.pretrained import build_lpips
+        from aecli.weights import require_weights
 
         require_weights(["lpips"], self.cfg.lpips_net, weights_dir=self.cfg.weights_dir,
                         lpips_weights=self.cfg.lpips_weights)
