@@ -3,8 +3,11 @@
 - ``arch="residual"`` (the default): a modern design for photos. A patchify stem (a p×p stride-p conv), one
   stage per resolution down to 4×4 (pre-activation residual blocks with GroupNorm and SiLU, stride-2 convs
   between stages), then the code; the decoder mirrors it and ends in a PixelShuffle back to full size. Widths
-  and depth follow ``image_size`` unless given. Chosen against PCA at the same code size (BENCHMARKS.md,
-  "Model quality"): at 64² with a 64-number code it must beat the best linear autoencoder.
+  and depth follow ``image_size`` unless given. With a flat code it also has a *PCA path* (``pca_path``):
+  the trainer fits PCA on the training images before the first step; the code is the whitened PCA
+  projection plus a learned correction, the image the PCA reconstruction plus a learned residual (both
+  zero-initialised), so training starts at the best linear autoencoder of that code size and learning is
+  a gain over it (BENCHMARKS.md, "Model quality"). The PCA is a buffer of the checkpoint.
 - ``arch="plain"``: the seeds' strided Conv→Norm→Act encoder and ConvTranspose decoder (seeds 000 C,
   001–004). Every seed's variant is a config of it, not a new class:
 - seed 001 (256², 1024×8×8 spatial latent): ``widths=(64,128,256,512,1024), latent="spatial",
