@@ -321,7 +321,7 @@ def test_report_leaves_out_damaged_runs_with_a_warning(tmp_path: Path) -> None:
         code, text = cli("report", good, *(tmp_path / n for n in damaged), "--out", tmp_path / "r.md")
     assert code == 0 and text == f"wrote {tmp_path / 'r.md'} (1 runs)", text
     assert sorted(str(w.message) for w in caught) == sorted([
-        f"{good / 'evaluation.json'} is not readable JSON from `aecli evaluate --json` (an object with \"rows\"); "
+        f"{good / 'evaluation.json'} is not readable JSON from `aecli evaluate --json-out` (an object with \"rows\"); "
         "its figures are left out",
         f"{tmp_path / 'malformed' / 'config.json'} is not readable JSON (JSONDecodeError); that run is left out of "
         "the report",

@@ -8,12 +8,13 @@ import-light.
 
 Kinds, and what the one data pass of aecli.metrics.evaluate does with each:
 - ``per-image``: ``score(pred, ref)`` gives one value per image of a batch in [0, 1]; reported as mean
-  ± std over images. Checkpoints with an encoder, paired folders and the PCA baseline.
-- ``latent``: ``start(row, model)`` gives an accumulator fed each batch's model output (``update``) and
-  asked for the row's values at the end (``finish``). Checkpoints with an encoder.
+  ± std over images (aecli.metrics.per_image.PerImageMetric). Checkpoints with an encoder, paired
+  folders and the PCA baseline.
+- ``latent``: ``start(row, model)`` begins a pass, ``update(batch)`` sees each batch with the model's
+  output (``batch.out``), ``finish(row)`` writes the values. Checkpoints with an encoder.
 - ``distribution``: ``score(row, feats, ref, backend)`` from Inception features of a whole image set
   against the reference set's; ``of`` says which set: the ``reconstructions`` or prior ``samples``.
-- ``class``: ``evaluate(ev, row, model, spec, source)`` does its own work (class-conditional models).
+- ``class``: ``evaluate(row, model, spec, source)`` does its own work (class-conditional models).
 
 To add a metric: a module with one ``@register_metric`` class, imported in aecli/metrics/__init__.py.
 """
