@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 
 from aecli.images import PAD, grid_layout, grid_shape, save_grid, tile_size_for
-from aecli.training.logs import LOSS_CURVES, MetricsLog, loss_components, plot_loss_curves, use_log_scale
+from aecli.training.logs import MetricsLog, loss_components, plot_loss_curves, use_log_scale
+from aecli.training.rundir import RunDir
 
 
 def _png(path: Path) -> np.ndarray:
@@ -104,7 +105,7 @@ def test_metrics_log_writes_the_figure(tmp_path: Path) -> None:
     for row in _rows([3.0, 2.0]):
         log.add(row)
     log.plot(force=True)
-    with Image.open(tmp_path / LOSS_CURVES) as img:
+    with Image.open(RunDir(tmp_path).loss_curves) as img:
         assert img.format == "PNG" and img.size[0] > 900
 
 

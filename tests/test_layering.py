@@ -21,7 +21,7 @@ LAYERS = [
     {"pretrained"},  # LPIPS/Inception networks built from the files below
     {"weights"},  # which pretrained files, where, their hashes, download
     {"models", "data"},
-    {"devices", "hashing", "images", "locking", "progress", "untrusted"},
+    {"devices", "hashing", "images", "locking", "options", "progress", "untrusted"},  # options: field declarations
     {"atomic"},
     {"errors", ""},  # "": aecli itself (its version)
 ]

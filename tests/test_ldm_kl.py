@@ -247,6 +247,30 @@ def test_import_hf_offline_says_what_to_do(tmp_path, monkeypatch):
     assert "aecli import DIR" in out and len(out.strip().splitlines()) == 1
 
 
+def test_import_hf_calls_the_hub_with_the_repo_and_reads_its_folder(tmp_path, monkeypatch):
+    """No network here: huggingface_hub's download is replaced by one that records its arguments and
+    returns a local snapshot folder, as the real one does."""
+    import huggingface_hub
+
+    ref = reference_vae(seed=2)
+    ref.save_pretrained(tmp_path / "snapshot" / "vae")
+    calls = []
+
+    def fake_snapshot_download(repo_id, **kwargs):
+        calls.append((repo_id, kwargs))
+        return str(tmp_path / "snapshot")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    code, out = _cli("import", "hf:someone/some-pipeline/vae", "--out", tmp_path / "m.safetensors")
+    assert code == 0, out
+    assert calls == [("someone/some-pipeline",
+                      {"allow_patterns": ["vae/config.json", "vae/diffusion_pytorch_model.safetensors"]})]
+    model = load_model(tmp_path / "m.safetensors").model
+    x = torch.rand(2, 3, SIZE, SIZE) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(model(x).recon, ref(x, sample_posterior=False).sample, rtol=1e-4, atol=1e-4)
+
+
 # -- export ----------------------------------------------------------------------------------------------
 def test_export_loads_in_diffusers_and_reproduces_aecli(tmp_path):
     torch.manual_seed(5)
@@ -266,6 +290,51 @@ def test_export_loads_in_diffusers_and_reproduces_aecli(tmp_path):
     back = load_model(tmp_path / "back.safetensors").model.state_dict()
     for k, v in model.state_dict().items():
         torch.testing.assert_close(back[k], v, rtol=0, atol=0)
+
+
+def test_export_and_info_use_the_scale_measured_by_encode(tmp_path):
+    """`aecli encode --scale-to-checkpoint` measures 1/std of the latents; export writes that (not the
+    config's 1.0) as diffusers' scaling_factor/shift_factor, and `aecli info` shows it."""
+    torch.manual_seed(6)
+    model = create_model("ldm-kl", image_size=SIZE, channels=3, **TINY).eval()
+    ckpt = save_model(tmp_path / "m.safetensors", model, DataSpec(SIZE, 3, (-1.0, 1.0)))
+    code, out = _cli("info", ckpt, "--json")
+    assert code == 0, out
+    assert json.loads(out)["latent_scale"] == {"scaling_factor": 1.0, "shift_factor": 0.0, "from": "config"}
+    code, out = _cli("encode", ckpt, "--data", _images(tmp_path / "images", n=6), "--out",
+                     tmp_path / "lat.safetensors", "--scale-to-checkpoint", "--device", "cpu")
+    assert code == 0, out
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "lat.safetensors"), "pt") as fh:
+        meta = fh.metadata()
+    scale, shift = json.loads(meta["scale_factor"]), json.loads(meta["shift_factor"])
+    assert scale != pytest.approx(1.0, abs=1e-3)  # a measured value, not the config's default
+    code, out = _cli("export", ckpt, "--diffusers", tmp_path / "hf")
+    assert code == 0, out
+    assert f"scaling_factor {scale:.6g}" in out and "aecli encode --scale-to-checkpoint" in out
+    vae = diffusers.AutoencoderKL.from_pretrained(tmp_path / "hf")
+    assert vae.config.scaling_factor == pytest.approx(scale, rel=1e-12)
+    assert vae.config.shift_factor == pytest.approx(shift, rel=1e-12)
+    code, out = _cli("info", ckpt, "--json")
+    assert code == 0, out
+    shown = json.loads(out)["latent_scale"]
+    assert shown["scaling_factor"] == pytest.approx(scale, rel=1e-12) and shown["n"] == 6
+    assert shown["from"] == "aecli encode --scale-to-checkpoint"
+
+
+def test_malformed_latent_scale_is_reported_by_info_and_refused_by_export(tmp_path):
+    from aecli.checkpoint.format import LATENT_SCALE_KEY, set_metadata
+
+    model = create_model("ldm-kl", image_size=SIZE, channels=3, **TINY).eval()
+    ckpt = save_model(tmp_path / "m.safetensors", model, DataSpec(SIZE, 3, (-1.0, 1.0)))
+    set_metadata(ckpt, LATENT_SCALE_KEY, {"scale_factor": -2.0})
+    code, out = _cli("info", ckpt, "--json")
+    assert code == 0, out  # an optional entry: the rest of the summary is still shown
+    assert "scale -2.0" in json.loads(out)["latent_scale"]["error"]
+    code, out = _cli("export", ckpt, "--diffusers", tmp_path / "hf")
+    assert code == 2 and "--scale-to-checkpoint" in out and len(out.strip().splitlines()) == 1, out
+    assert not (tmp_path / "hf" / "config.json").exists()
 
 
 def test_export_refuses_other_families(tmp_path):

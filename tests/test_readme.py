@@ -52,6 +52,9 @@ NOT_RUN = {
     "aecli evaluate sd-vae-ft-mse.safetensors": "the SD VAE and a 256 px ldm-kl run",
     "aecli reconstruct sd-vae-ft-mse.safetensors": "the SD VAE and a 256 px ldm-kl run",
     "aecli export runs/ldm/kl_f8/best.safetensors": "a 256 px ldm-kl run",
+    # encode → info → export of the latent scale: test_ldm_kl.py::test_export_and_info_use_the_scale_measured_by_encode
+    "aecli encode runs/ldm/kl_f8/best.safetensors": "a 256 px ldm-kl run",
+    "aecli info runs/ldm/kl_f8/best.safetensors": "a 256 px ldm-kl run",
     # The latent workflow chains its lines in one folder; tests/test_encode_decode.py runs that chain.
     "aecli train conv-vae --data shapes:512 --image-size 32 --epochs 2 --beta 0.001": "2 epochs at 32 px",
     "aecli encode ldm/vae/best.safetensors": "the workflow's own checkpoint",

@@ -135,14 +135,15 @@ def _install_hook(hook: dict[str, Any]) -> None:
 
         Trainer._update_ema = update_ema  # type: ignore[method-assign]
     elif hook["on"] == "append":
-        from aecli.training.logs import METRICS_JSONL, MetricsLog
+        from aecli.training.logs import MetricsLog
+        from aecli.training.rundir import RunDir
 
         original_add = MetricsLog.add
 
         def add(self: Any, row: dict[str, Any]) -> None:
             if hit(""):
                 line = json.dumps(row) + "\n"
-                with open(self.run_dir / METRICS_JSONL, "a", encoding="utf-8") as fh:
+                with open(RunDir(self.run_dir).metrics_jsonl, "a", encoding="utf-8") as fh:
                     fh.write(line[: len(line) // 2])
                 _die()
             original_add(self, row)
@@ -156,9 +157,10 @@ def _cheap_plots() -> None:
     """Drawing loss_curves.png costs ~1 s of matplotlib per epoch; the kill points other than the one
     inside that write get an atomic write of placeholder bytes instead (same file, same write path)."""
     from aecli.atomic import write_bytes
-    from aecli.training.logs import LOSS_CURVES, MetricsLog
+    from aecli.training.logs import MetricsLog
+    from aecli.training.rundir import RunDir
 
-    MetricsLog.plot = lambda self, force=False: write_bytes(self.run_dir / LOSS_CURVES, b"placeholder")
+    MetricsLog.plot = lambda self, force=False: write_bytes(RunDir(self.run_dir).loss_curves, b"placeholder")
 
 
 def _child(run_dir: Path, hook: dict[str, Any] | None) -> int:

@@ -17,10 +17,16 @@ def export(
     ema: Annotated[bool, typer.Option("--ema", help="Export the checkpoint's EMA weights.")] = False,
 ) -> None:
     """Export an ldm-kl checkpoint as a diffusers AutoencoderKL folder (`AutoencoderKL.from_pretrained(DIR)`)."""
-    from aecli.interop.ldm_kl import export_diffusers
+    from aecli.checkpoint import read_header
+    from aecli.interop.ldm_kl import export_diffusers, latent_scale
 
     out = export_diffusers(checkpoint, diffusers, ema=ema)
-    typer.echo(f"exported {checkpoint} → {out} (load with diffusers.AutoencoderKL.from_pretrained({str(out)!r}))")
+    header = read_header(checkpoint)
+    scale = latent_scale(header.metadata, header.config)
+    assert scale is not None  # export_diffusers accepts ldm-kl only, whose config has a scaling_factor
+    typer.echo(f"exported {checkpoint} → {out} (scaling_factor {scale['scaling_factor']:.6g}, shift_factor "
+               f"{scale['shift_factor']:.6g} from {scale['from']}; load with "
+               f"diffusers.AutoencoderKL.from_pretrained({str(out)!r}))")
 
 
 def register(app: typer.Typer) -> None:

@@ -17,9 +17,15 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
     The model is rebuilt and its weights checked, so every way a file can be broken is reported here.
     """
     from aecli.checkpoint.format import load_model
+    from aecli.errors import CheckpointError
     from aecli.hashing import sha256_file
+    from aecli.interop.ldm_kl import latent_scale
 
     header = load_model(path, "cpu").header
+    try:
+        scale = latent_scale(header.metadata, header.config)
+    except CheckpointError as exc:  # an optional entry: report it, show the rest
+        scale = {"error": str(exc)}
     return {
         "path": str(path),
         "family": header.family,
@@ -34,6 +40,8 @@ def checkpoint_info(path: Path) -> dict[str, Any]:
         "aecli_version": header.metadata.get("aecli_version", ""),
         "torch_version": header.metadata.get("torch_version", ""),
         "created": header.metadata.get("created", ""),
+        # What a latent-diffusion model multiplies latents by (`encode --scale-to-checkpoint`, ldm-kl's config).
+        "latent_scale": scale,
     }
 
 
@@ -53,6 +61,8 @@ def info(
     rows = [(key, f"{summary[key]:,}" if key in ("parameters", "file_size") else str(summary[key]))
             for key in ("family", "format_version", "parameters", "has_ema", "file_size", "sha256",
                         "aecli_version", "torch_version", "created")]
+    if summary["latent_scale"] is not None:
+        rows.append(("latent_scale", json.dumps(summary["latent_scale"])))
     for section in ("config", "data", "training"):
         rows += [(f"{section}.{key}", json.dumps(value) if not isinstance(value, str) else value)
                  for key, value in summary[section].items()]

@@ -326,9 +326,38 @@ def import_checkpoint(src: str, out: str | os.PathLike[str], image_size: int | N
     return path, model.config.to_dict()
 
 
+def latent_scale(metadata: dict[str, str], config: dict[str, Any]) -> dict[str, Any] | None:
+    """The latent convention ``(z − shift) · scale`` a checkpoint declares, and where it comes from:
+    the ``latent_scale`` metadata that ``aecli encode --scale-to-checkpoint`` measured on data (it wins:
+    it was measured after training, and on the user's own images), else ldm-kl's config
+    (``scaling_factor``/``shift_factor``, e.g. an imported SD VAE's 0.18215), else None."""
+    from aecli.checkpoint.format import LATENT_SCALE_KEY
+
+    raw = metadata.get(LATENT_SCALE_KEY)
+    if raw:
+        try:
+            entry = json.loads(raw)
+            scale, shift = float(entry["scale_factor"]), float(entry.get("shift_factor") or 0.0)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise CheckpointError(f"checkpoint metadata {LATENT_SCALE_KEY!r} is malformed ({exc}); rerun "
+                                  "`aecli encode … --scale-to-checkpoint`") from None
+        if not (0 < scale < float("inf")) or shift != shift or abs(shift) == float("inf"):
+            raise CheckpointError(f"checkpoint metadata {LATENT_SCALE_KEY!r} holds scale {scale} and shift "
+                                  f"{shift}; rerun `aecli encode … --scale-to-checkpoint`")
+        return {"scaling_factor": scale, "shift_factor": shift, "from": "aecli encode --scale-to-checkpoint",
+                **{k: entry[k] for k in ("source", "split", "n") if k in entry}}
+    if "scaling_factor" in config:
+        return {"scaling_factor": float(config["scaling_factor"]),
+                "shift_factor": float(config.get("shift_factor") or 0.0), "from": "config"}
+    return None
+
+
 def export_diffusers(checkpoint: str | os.PathLike[str], out_dir: str | os.PathLike[str],
                      ema: bool = False) -> Path:
-    """Write an ldm-kl checkpoint as a diffusers AutoencoderKL folder (config.json + safetensors)."""
+    """Write an ldm-kl checkpoint as a diffusers AutoencoderKL folder (config.json + safetensors); its
+    scaling_factor/shift_factor are the checkpoint's ``latent_scale``."""
+    import dataclasses
+
     from safetensors.torch import save_file
 
     from aecli.atomic import atomic_path, write_text
@@ -347,8 +376,14 @@ def export_diffusers(checkpoint: str | os.PathLike[str], out_dir: str | os.PathL
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UsageError(f"--diffusers {out} is a file; give a folder path")
+    # A scale measured by `aecli encode --scale-to-checkpoint` is what a diffusion model trained on
+    # this VAE's latents must use: it goes into diffusers' scaling_factor/shift_factor.
+    scale = latent_scale(loaded.header.metadata, loaded.header.config)
+    assert scale is not None  # every ldm-kl config has a scaling_factor
+    config = dataclasses.replace(model.config, scaling_factor=scale["scaling_factor"],
+                                 shift_factor=scale["shift_factor"])
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     with atomic_path(out / DIFFUSERS_WEIGHTS) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
-    write_text(out / DIFFUSERS_CONFIG, json.dumps(config_to_diffusers(model.config), indent=2) + "\n")
+    write_text(out / DIFFUSERS_CONFIG, json.dumps(config_to_diffusers(config), indent=2) + "\n")
     return out

@@ -1,23 +1,28 @@
 """Losses and schedules for `aecli train` (issue 3): reconstruction, KL with warm-up/cycles/free
-bits, flow-VAE KL, LPIPS, the PatchGAN term for autoencoders and the MLP GAN's BCE losses."""
+bits, flow-VAE KL, LPIPS, the PatchGAN term for autoencoders and the MLP GAN's BCE losses.
 
-from aecli.losses.adversarial import (
-    PatchDiscriminator,
-    gan_discriminator_loss,
-    gan_generator_loss,
-    hinge_d_loss,
-    hinge_g_loss,
-)
-from aecli.losses.config import RECONS, REDUCTIONS, LossConfig
-from aecli.losses.kl import KLTerms, kl_terms
-from aecli.losses.objective import AutoencoderObjective
-from aecli.losses.perceptual import LPIPSLoss
-from aecli.losses.reconstruction import check_recon_range, reconstruction_loss
-from aecli.losses.schedules import cyclical_factor, kl_weight, warmup_factor
+Names are imported on first use: `aecli train --help` reads aecli.losses.config (the loss options)
+without loading torch."""
 
-__all__ = [
-    "RECONS", "REDUCTIONS", "AutoencoderObjective", "KLTerms", "LPIPSLoss", "LossConfig",
-    "PatchDiscriminator", "check_recon_range", "cyclical_factor", "gan_discriminator_loss",
-    "gan_generator_loss", "hinge_d_loss", "hinge_g_loss", "kl_terms", "kl_weight",
-    "reconstruction_loss", "warmup_factor",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_HOMES = {
+    "PatchDiscriminator": "adversarial", "gan_discriminator_loss": "adversarial",
+    "gan_generator_loss": "adversarial", "hinge_d_loss": "adversarial", "hinge_g_loss": "adversarial",
+    "RECONS": "config", "REDUCTIONS": "config", "LossConfig": "config",
+    "KLTerms": "kl", "kl_terms": "kl",
+    "AutoencoderObjective": "objective",
+    "LPIPSLoss": "perceptual",
+    "check_recon_range": "reconstruction", "reconstruction_loss": "reconstruction",
+    "cyclical_factor": "schedules", "kl_weight": "schedules", "warmup_factor": "schedules",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _HOMES:
+        raise AttributeError(f"module 'aecli.losses' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"aecli.losses.{_HOMES[name]}"), name)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from aecli.errors import AecliError, UsageError
+from aecli.training.rundir import RunDir
 
 # Config keys that describe a run in the hyperparameter table, in this order.
 HYPER_KEYS = ("epochs", "batch_size", "lr", "optimizer", "betas", "weight_decay", "scheduler", "recon",
@@ -31,8 +32,8 @@ class RunSummary:
     images: dict[str, Path] = field(default_factory=dict)  # "loss curves" / "reconstructions" / "samples"
 
 
-def _last_epoch_losses(run: Path) -> dict[str, float]:
-    path = run / "metrics.jsonl"
+def _last_epoch_losses(run: RunDir) -> dict[str, float]:
+    path = run.metrics_jsonl
     final: dict[str, float] = {}
     if not path.exists():
         return final
@@ -62,11 +63,11 @@ def _architecture(ckpt: Path) -> dict[str, Any]:
     return arch
 
 
-def _evaluations(run: Path, extra: list[Path]) -> dict[str, Any]:
+def _evaluations(run: RunDir, extra: list[Path]) -> dict[str, Any]:
     """Figures from `aecli evaluate --json-out` files in the run folder (evaluation*.json) or given with --eval;
     a row belongs to this run when its checkpoint lies in the run folder (best preferred over last)."""
     found: dict[str, dict[str, Any]] = {}
-    for path in sorted(run.glob("evaluation*.json")) + extra:
+    for path in run.evaluation_files() + extra:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -83,10 +84,10 @@ def _evaluations(run: Path, extra: list[Path]) -> dict[str, Any]:
                     or not isinstance(row.get("values"), dict):
                 continue
             ckpt = Path(row["name"])
-            if ckpt.parent.resolve() == run.resolve():
+            if ckpt.parent.resolve() == run.path.resolve():
                 found[ckpt.name] = {str(k): v for k, v in row["values"].items()
                                     if isinstance(v, (int, float, str)) and not isinstance(v, bool)}
-    return found.get("best.safetensors") or found.get("last.safetensors") or next(iter(found.values()), {})
+    return found.get(RunDir.BEST) or found.get(RunDir.LAST) or next(iter(found.values()), {})
 
 
 def _read_config(path: Path) -> dict[str, Any] | None:
@@ -114,11 +115,12 @@ def collect_runs(run_dirs: list[Path], eval_files: list[Path] | None = None,
     files) is skipped with a ``note``, a run whose config or checkpoint is damaged is left out with a
     warning naming the file, and only no run at all is an error."""
     runs, damaged = [], 0
-    for run in run_dirs:
-        config_path = run / "config.json"
-        ckpt = run / "best.safetensors" if (run / "best.safetensors").exists() else run / "last.safetensors"
+    for path in run_dirs:
+        run = RunDir(path)
+        config_path, ckpt = run.config, run.checkpoint()
         if not config_path.is_file() or not ckpt.is_file():
-            why = "no config.json" if not config_path.is_file() else "no checkpoint yet (best/last.safetensors)"
+            why = f"no {run.CONFIG}" if not config_path.is_file() else \
+                f"no checkpoint yet ({run.BEST}/{run.LAST})"
             note(f"skipped {run}: not an aecli run folder ({why})")
             continue
         config = _read_config(config_path)
@@ -131,23 +133,22 @@ def collect_runs(run_dirs: list[Path], eval_files: list[Path] | None = None,
             warnings.warn(f"{ckpt} cannot be read ({exc}); that run is left out of the report", stacklevel=2)
             damaged += 1
             continue
-        grids = run / "grids"
         images = {}
-        if (run / "loss_curves.png").exists():
-            images["loss curves"] = run / "loss_curves.png"
-        for label, prefix in (("reconstructions", "recon_e"), ("samples", "samples_e")):
-            files = sorted(grids.glob(f"{prefix}*.png")) if grids.exists() else []
-            if files:
-                images[label] = files[-1]
-        runs.append(RunSummary(name=run.name, path=run, family=config["family"], config=config,
+        if run.loss_curves.exists():
+            images["loss curves"] = run.loss_curves
+        for label, kind in (("reconstructions", "recon"), ("samples", "samples")):
+            grid = run.latest_grid(kind)
+            if grid is not None:
+                images[label] = grid
+        runs.append(RunSummary(name=run.name, path=run.path, family=config["family"], config=config,
                                architecture=architecture, final=_last_epoch_losses(run),
                                evaluation=_evaluations(run, eval_files or []), images=images))
     if not runs and damaged:
         raise UsageError(f"none of the {len(run_dirs)} run folder(s) could be read (see the warnings above); "
                          "fix or leave out the damaged files")
     if not runs:
-        raise UsageError(f"none of the {len(run_dirs)} given path(s) is an aecli run folder (config.json and "
-                         "best/last.safetensors); give folders made by `aecli train`")
+        raise UsageError(f"none of the {len(run_dirs)} given path(s) is an aecli run folder ({RunDir.CONFIG} and "
+                         f"{RunDir.BEST}/{RunDir.LAST}); give folders made by `aecli train`")
     return runs
 
 

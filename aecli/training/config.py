@@ -9,90 +9,86 @@ import math
 import re
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from aecli.errors import UsageError
+from aecli.losses.config import LossConfig
+from aecli.options import need, option, option_info
 
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULERS = ("none", "step", "cosine", "plateau")
 PRECISIONS = ("fp32", "bf16", "fp16")
-OBJECTIVES = ("default", "ldm")
+DEFAULT_EPOCHS = 10
 
 
 @dataclass
-class TrainConfig:
-    family: str
-    model: dict[str, Any] = field(default_factory=dict)  # family options (Config fields)
-    # data
-    data: str = "digits"
-    data_root: str | None = None
-    download: bool = False
-    image_size: int | None = None  # None: the source's natural size rounded up to what the family takes
-    channels: int | None = None  # None: the source's channels (1 for digits/mnist/quickdraw, else 3)
-    val_count: int | None = None
-    val_fraction: float | None = None
-    strict_data: bool = False
-    cache: str | None = None
-    # losses
-    recon: str = "mse"
-    reduction: str = "mean"
-    beta: float = 1.0
-    kl_warmup_steps: int = 0
-    kl_cycles: int = 0
-    kl_cycle_ratio: float = 0.5
-    free_bits: float = 0.0
-    lpips: float = 0.0
-    lpips_net: str = "alex"
-    lpips_weights: str | None = None  # a specific backbone file instead of the torch hub cache
-    weights_dir: str | None = None  # where pretrained files live (default $TORCH_HOME/hub/checkpoints)
-    adv: float = 0.0
-    adv_start: int = 0
-    objective: str = "default"  # default | ldm (taming/LDM LPIPSWithDiscriminator, aecli.losses.ldm)
-    # optimisation
-    epochs: int | None = None  # None: 10, or as many as --max-steps needs when that is given
-    max_steps: int = 0  # stop after this many optimizer steps (0: no limit); resumable
-    max_time: str | None = None  # stop at the first step boundary after this wall time ("90m", "1h30m", "600")
-    batch_size: int = 64
-    grad_accum_steps: int = 1  # micro-batches of batch_size per optimizer step
-    lr: float = 1e-3
-    lr_d: float | None = None  # discriminator learning rate (gan: 4e-4, seed 003's TTUR)
-    optimizer: str = "adam"
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
-    scheduler: str = "cosine"  # with warm-up: the default a new user gets (BENCHMARKS.md, model quality)
-    warmup_steps: int = 50
-    step_size: int = 10  # epochs between step-scheduler decays
-    gamma: float = 0.5  # step decay factor / plateau factor (seed 001: 0.5)
-    patience: int = 10  # plateau patience in epochs (seed 001: 10)
-    grad_clip: float = 0.0
-    ema: float = 0.0
-    seed: int = 0
-    # runtime
-    device: str = "auto"
-    precision: str = "fp32"
-    compile: bool = False
-    sync_bn: bool = False
-    workers: int | None = None
-    # output
-    out: str | None = None
-    log_every: int = 50
-    save_every_steps: int = 0
-    keep: int = 0
-    grid_size: int = 8
-    tensorboard: bool = False  # the same as trackers=["tensorboard"], kept for old command lines
-    trackers: list[str] = field(default_factory=list)  # tensorboard, wandb, mlflow, csv
-    requeue: bool = False
-    command_line: str = ""
+class DataConfig:
+    """What to train on. The bounds are training's: it needs a non-empty validation split (the best
+    checkpoint is chosen on it) and images a convolutional family can take."""
+
+    PANEL = "Data"
+
+    data: str = option("digits", "Image folder, QuickDraw .npy folder, mnist|fashion-mnist|cifar10|celeba, or "
+                       "embedded digits|shapes[:N].")
+    data_root: str | None = option(None, "Where torchvision datasets live.", envvar="AECLI_DATA_ROOT",
+                                   resumable=True)
+    download: bool = option(False, "Download a torchvision dataset (needs internet).")
+    # None: the source's natural size rounded up to what the family takes
+    image_size: int | None = option(None, "Square image size (default: the data's, fitted to the family).")
+    # None: the source's channels (1 for digits/mnist/quickdraw, else 3)
+    channels: int | None = option(None, "1 or 3 (default: the data's).")
+    val_count: int | None = option(None, "First N images are validation (the FFHQ ablation, seed 000: 1000).")
+    val_fraction: float | None = option(None, "A fixed random fraction is validation (default 0.1).")
+    strict_data: bool = option(False, "Unreadable images are an error instead of skipped.")
+    cache: str | None = option(None, "Folder for the decoded uint8 image cache (reused across runs).",
+                               envvar="AECLI_CACHE", resumable=True)
+
+    def validate(self) -> None:
+        need(self.image_size is None or self.image_size >= 4, f"--image-size must be at least 4, got {self.image_size}")
+        need(self.channels in (None, 1, 3), f"--channels must be 1 or 3, got {self.channels}")
+        need(self.val_fraction is None or 0 < self.val_fraction < 1,
+             f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+        need(self.val_count is None or self.val_count >= 1, f"--val-count must be at least 1, got {self.val_count}")
+
+
+@dataclass
+class OptimConfig:
+    """How long and how to optimise."""
+
+    PANEL = "Optimisation"
+
+    # None: 10, or as many as --max-steps needs when that is given
+    epochs: int | None = option(None, "Epochs to train (default 10; with --max-steps, as many as it needs; on "
+                                "resume: the new total).", resumable=True)
+    max_steps: int = option(0, "Stop after exactly this many optimizer steps, resumable (0: no limit); with "
+                            "--epochs, whichever comes first.", resumable=True)
+    max_time: str | None = option(None, "Stop at the first step after this wall time (600, 90m, 1h30m, "
+                                  "DD:HH:MM:SS), save and exit 0; set it a little under a Slurm time limit.",
+                                  resumable=True)
+    batch_size: int = option(64, "Batch size per process (per micro-batch with --grad-accum-steps).")
+    grad_accum_steps: int = option(1, "Accumulate gradients of K micro-batches per optimizer step: effective "
+                                   "batch = batch size × K (× processes).")
+    lr: float = option(1e-3, "Learning rate (gan: the generator's).")
+    lr_d: float | None = option(None, "Discriminator learning rate (gan default 4×lr).")  # seed 003's TTUR
+    optimizer: str = option("adam", "adam|adamw.")
+    betas: tuple[float, float] = option((0.9, 0.999), "Adam betas (the AE-vs-VAE comparison, seed 001: 0.5,0.999).")
+    weight_decay: float = option(0.0, "Weight decay (L2 for adam, decoupled for adamw).")
+    # with warm-up: the default a new user gets (BENCHMARKS.md, model quality)
+    scheduler: str = option("cosine", "none|step|cosine|plateau (cosine: decays to 0 at the last step).")
+    warmup_steps: int = option(50, "Linear LR warm-up steps (0: none).")
+    step_size: int = option(10, "step scheduler: epochs between decays.")
+    gamma: float = option(0.5, "step/plateau decay factor.")  # seed 001: 0.5
+    patience: int = option(10, "plateau patience in epochs.")  # seed 001: 10
+    grad_clip: float = option(0.0, "Clip gradient norm (0: off).")
+    ema: float = option(0.0, "Keep EMA weights with this decay, e.g. 0.999 (0: off); the other commands' --ema "
+                        "uses them.", flag="--ema-decay")
+    seed: int = option(0, "Random seed.")
 
     def __post_init__(self) -> None:
         self.betas = tuple(float(b) for b in self.betas)  # type: ignore[assignment]
 
     def validate(self) -> None:
-        def need(cond: bool, msg: str) -> None:
-            if not cond:
-                raise UsageError(msg)
-
         need(self.epochs is None or self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}")
         need(self.max_steps >= 0, f"--max-steps must be >= 0 (0: no limit), got {self.max_steps}")
         if self.max_time is not None:
@@ -102,31 +98,16 @@ class TrainConfig:
         need(self.lr > 0, f"--lr must be positive, got {self.lr}")
         need(self.lr_d is None or self.lr_d > 0, f"--lr-d must be positive, got {self.lr_d}")
         need(self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}")
-        need(self.scheduler in SCHEDULERS, f"--scheduler must be one of {', '.join(SCHEDULERS)}")
-        need(self.objective in OBJECTIVES, f"--objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
-        need(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}")
         need(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas),
              f"--betas must be two numbers in [0, 1), e.g. 0.5,0.999; got {self.betas}")
-        need(self.image_size is None or self.image_size >= 4, f"--image-size must be at least 4, got {self.image_size}")
-        need(self.channels in (None, 1, 3), f"--channels must be 1 or 3, got {self.channels}")
-        need(self.ema == 0 or 0 < self.ema < 1, f"--ema must be a decay in (0, 1), e.g. 0.999; got {self.ema}")
-        need(self.log_every >= 1, f"--log-every must be at least 1, got {self.log_every}")
+        need(self.weight_decay >= 0, f"--weight-decay must be >= 0, got {self.weight_decay}")
+        need(self.scheduler in SCHEDULERS, f"--scheduler must be one of {', '.join(SCHEDULERS)}")
+        need(self.warmup_steps >= 0, f"--warmup-steps must be >= 0, got {self.warmup_steps}")
         need(self.step_size >= 1, f"--step-size must be at least 1 epoch, got {self.step_size}")
         need(0 < self.gamma <= 1, f"--gamma must be a decay factor in (0, 1], e.g. 0.5; got {self.gamma}")
         need(self.patience >= 0, f"--patience must be >= 0 epochs, got {self.patience}")
-        need(self.workers is None or self.workers >= 1, f"--workers must be at least 1, got {self.workers}")
-        need(self.grid_size >= 1, f"--grid-columns must be at least 1, got {self.grid_size}")
-        for name in ("beta", "free_bits", "lpips", "adv", "weight_decay", "grad_clip"):
-            need(getattr(self, name) >= 0, f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        for name in ("kl_warmup_steps", "kl_cycles", "adv_start", "warmup_steps", "save_every_steps", "keep"):
-            need(getattr(self, name) >= 0, f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
-        need(0 < self.kl_cycle_ratio <= 1, f"--kl-cycle-ratio must be in (0, 1], got {self.kl_cycle_ratio}")
-        need(self.val_fraction is None or 0 < self.val_fraction < 1,
-             f"--val-fraction must be in (0, 1), got {self.val_fraction}")
-        need(self.val_count is None or self.val_count >= 1, f"--val-count must be at least 1, got {self.val_count}")
-        from aecli.training.trackers import check_names
-
-        check_names(self.trackers)
+        need(self.grad_clip >= 0, f"--grad-clip must be >= 0, got {self.grad_clip}")
+        need(self.ema == 0 or 0 < self.ema < 1, f"--ema-decay must be a decay in (0, 1), e.g. 0.999; got {self.ema}")
 
     def planned_epochs(self, steps_per_epoch: int) -> int:
         """Epochs to run: --epochs, else as many as --max-steps needs, else 10."""
@@ -136,9 +117,123 @@ class TrainConfig:
             return max(1, -(-self.max_steps // max(1, steps_per_epoch)))
         return DEFAULT_EPOCHS
 
+
+@dataclass
+class RuntimeConfig:
+    """Where and how the computation runs (never what it computes, the precision aside)."""
+
+    PANEL = "Runtime"
+
+    device: str = option("auto", "auto|cpu|cuda|cuda:N.", envvar="AECLI_DEVICE", resumable=True)
+    precision: str = option("fp32", "fp32|bf16|fp16 (autocast).")
+    compile: bool = option(False, "torch.compile the model.", flag_only=True)
+    sync_bn: bool = option(False, "SyncBatchNorm across processes (CUDA).", flag_only=True)
+    workers: int | None = option(None, "Decoding processes (default: all cores).", resumable=True)
+
+    def validate(self) -> None:
+        need(self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}")
+        need(self.workers is None or self.workers >= 1, f"--workers must be at least 1, got {self.workers}")
+
+
+@dataclass
+class OutputConfig:
+    """The run folder and what is logged to it."""
+
+    PANEL = "Output"
+
+    out: str | None = option(None, "Run folder (default runs/<family>-<time>).", envvar="AECLI_OUT")
+    log_every: int = option(50, "Log a line every N steps.", resumable=True)
+    save_every_steps: int = option(0, "Also checkpoint every N steps (long epochs).", resumable=True)
+    keep: int = option(0, "Keep only the last N periodic checkpoints (0: all).", resumable=True)
+    grid_size: int = option(8, "Images per row of the per-epoch grids (recon: this many validation images; "
+                            "samples: this many per row).", flag="--grid-columns", resumable=True)
+    trackers: list[str] = option([], "Experiment tracker (repeatable): tensorboard, wandb (offline), mlflow "
+                                 "(local file store), csv.", flag="--tracker", param="tracker",
+                                 complete="trackers", resumable=True)
+    # the same as trackers=["tensorboard"], kept for old command lines
+    tensorboard: bool = option(False, "Same as --tracker tensorboard.", flag_only=True, resumable=True)
+    requeue: bool = option(False, "On SIGTERM/SIGUSR1, `scontrol requeue` the Slurm job.", flag_only=True,
+                           resumable=True)
+
+    def validate(self) -> None:
+        need(self.log_every >= 1, f"--log-every must be at least 1, got {self.log_every}")
+        need(self.save_every_steps >= 0, f"--save-every-steps must be >= 0, got {self.save_every_steps}")
+        need(self.keep >= 0, f"--keep must be >= 0, got {self.keep}")
+        need(self.grid_size >= 1, f"--grid-columns must be at least 1, got {self.grid_size}")
+        from aecli.training.trackers import check_names
+
+        check_names(self.trackers)
+
+
+# The sub-configs, in --help and config.json order, by the TrainConfig attribute that holds each.
+SECTIONS: dict[str, type] = {"dataset": DataConfig, "loss": LossConfig, "optim": OptimConfig,
+                             "runtime": RuntimeConfig, "output": OutputConfig}
+
+
+@dataclass(init=False)
+class TrainConfig:
+    """Everything `aecli train` needs: the model family and its options (checked against the family's
+    own Config), then one typed sub-config per concern. config.json records it flat (``to_dict``), as
+    every aecli has written it, and every option is also readable and settable by its flat name
+    (``cfg.lr`` is ``cfg.optim.lr``): one namespace, as on the command line."""
+
+    family: str
+    model: dict[str, Any]  # family options (the family Config's fields)
+    dataset: DataConfig
+    loss: LossConfig
+    optim: OptimConfig
+    runtime: RuntimeConfig
+    output: OutputConfig
+    command_line: str
+
+    def __init__(self, family: str, model: dict[str, Any] | None = None, *, command_line: str = "",
+                 **options: Any) -> None:
+        """``options``: whole sub-configs by their attribute (``loss=LossConfig(...)``, copied) and/or
+        single options by their flat name (``lr=1e-4``), which win."""
+        self.family = family
+        self.model = dict(model or {})
+        self.command_line = command_line
+        for attr, kind in SECTIONS.items():
+            given = options.pop(attr, None)
+            object.__setattr__(self, attr, dataclasses.replace(given) if given is not None else kind())
+        for name, value in options.items():
+            if name not in _OWNER:
+                raise TypeError(f"TrainConfig has no option {name!r}")
+            setattr(self, name, value)
+
+    def __getattr__(self, name: str) -> Any:  # only called for names that are not attributes
+        if name in _OWNER:
+            return getattr(getattr(self, _OWNER[name]), name)
+        raise AttributeError(f"TrainConfig has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _OWNER:
+            setattr(getattr(self, _OWNER[name]), name, value)
+        else:
+            object.__setattr__(self, name, value)
+
+    @staticmethod
+    def options() -> list[tuple[type, dataclasses.Field]]:
+        """(sub-config class, field) of every option, in --help and config.json order."""
+        return [(kind, f) for kind in SECTIONS.values() for f in dataclasses.fields(kind)]
+
+    @staticmethod
+    def option_names() -> list[str]:
+        """The keys a config file may hold: family, model and every option."""
+        return ["family", "model", *_OWNER]
+
+    def validate(self) -> None:
+        """Each sub-config checks its own options (one check per bound)."""
+        for attr in SECTIONS:
+            getattr(self, attr).validate()
+
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["betas"] = list(self.betas)
+        """The flat layout config.json has always had: family, model, every option, command_line."""
+        d: dict[str, Any] = {"family": self.family, "model": dict(self.model)}
+        for attr in SECTIONS:
+            d.update(dataclasses.asdict(getattr(self, attr)))
+        d["betas"] = list(self.optim.betas)
+        d["command_line"] = self.command_line
         return d
 
     @classmethod
@@ -153,12 +248,34 @@ class TrainConfig:
         return cls(family=d["family"], **values)
 
 
-DEFAULT_EPOCHS = 10
-_FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+_OWNER = {f.name: attr for attr, kind in SECTIONS.items() for f in dataclasses.fields(kind)}
+
+
+def option_fields() -> dict[str, dataclasses.Field]:
+    """Every option's field by its flat name."""
+    return {f.name: f for _, f in TrainConfig.options()}
+
+
+def cli_flag(name: str) -> str:
+    """The command-line spelling of option ``name`` (``grid_size`` is --grid-columns)."""
+    f = option_fields().get(name)
+    return (option_info(f).flag if f is not None else None) or "--" + name.replace("_", "-")
+
+
+def resumable() -> tuple[str, ...]:
+    """Options a resumed run may take with new values: how long to train, where and how to run, what to
+    log, where the data and weights live (in that order). Every other option shapes the result and must
+    equal the run's own."""
+    order = ("optim", "runtime", "output", "dataset", "loss")
+    return tuple(f.name for attr in order for f in dataclasses.fields(SECTIONS[attr])
+                 if option_info(f).resumable)
 
 
 def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(TrainConfig)
+    types_ = {"model": dict[str, Any], "command_line": str}
+    for kind in SECTIONS.values():
+        types_.update(typing.get_type_hints(kind))
+    return types_
 
 
 def _type_name(kind: Any) -> str:
@@ -215,7 +332,7 @@ def check_options(values: dict[str, Any], where: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in values.items():
         name = str(key).replace("-", "_")
-        if name not in _FIELDS or name == "family":
+        if name not in types:
             raise UsageError(f"{where}: unknown option {key!r}; see `aecli train --help`")
         try:
             out[name] = _coerce(value, types[name])
@@ -310,11 +427,10 @@ def to_toml(cfg: TrainConfig) -> str:
     """The config as a TOML file `aecli train --config` reads back to the same config. Options left
     automatic (None) are omitted: TOML has no null, and absent means automatic."""
     lines = [f"family = {_toml_value(cfg.family)}"]
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if f.name in ("family", "model", "command_line") or value is None:
-            continue
-        lines.append(f"{f.name} = {_toml_value(value)}")
+    for name in option_fields():
+        value = getattr(cfg, name)
+        if value is not None:
+            lines.append(f"{name} = {_toml_value(value)}")
     if cfg.model:
         lines += ["", "[model]"] + [f"{k} = {_toml_value(v)}" for k, v in sorted(cfg.model.items()) if v is not None]
     return "\n".join(lines) + "\n"

@@ -15,10 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from aecli.atomic import write_text
+from aecli.training.rundir import RunDir
 
-METRICS_JSONL = "metrics.jsonl"
-METRICS_CSV = "metrics.csv"
-LOSS_CURVES = "loss_curves.png"
 PLOT_INTERVAL_S = 30.0
 
 
@@ -33,9 +31,10 @@ class MetricsLog:
 
     def __init__(self, run_dir: Path, resume_step: int | None = None, epoch_done: bool = True) -> None:
         self.run_dir = run_dir
+        self.files = RunDir(run_dir)
         self.rows: list[dict[str, Any]] = []
         self._last_plot = -PLOT_INTERVAL_S  # the first epoch always draws
-        path = run_dir / METRICS_JSONL
+        path = self.files.metrics_jsonl
         if resume_step is not None and path.exists():
             # Keep what happened up to the resumed step; a crash may have logged past it. A state saved
             # at an epoch's last step but before its end-of-epoch work (epoch_done False) is followed by
@@ -52,7 +51,7 @@ class MetricsLog:
 
     def add(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
-        with open(self.run_dir / METRICS_JSONL, "a", encoding="utf-8") as fh:
+        with open(self.files.metrics_jsonl, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
 
     def write_csv(self) -> None:
@@ -63,7 +62,7 @@ class MetricsLog:
         writer = csv.DictWriter(buf, fieldnames=columns)
         writer.writeheader()
         writer.writerows(self.rows)
-        write_text(self.run_dir / METRICS_CSV, buf.getvalue())
+        write_text(self.files.metrics_csv, buf.getvalue())
 
     def plot(self, force: bool = False) -> None:
         """loss_curves.png: one panel per loss component (total first), train and validation per epoch.
@@ -79,7 +78,7 @@ class MetricsLog:
         fig = plot_loss_curves(self.rows, title=f"loss curves: {self.run_dir.name}")
         if fig is None:
             return
-        with atomic_path(self.run_dir / LOSS_CURVES) as tmp:
+        with atomic_path(self.files.loss_curves) as tmp:
             fig.savefig(tmp, format="png", dpi=100)
 
 
@@ -195,7 +194,7 @@ class TensorBoardLog:
 
             raise UsageError("--tracker tensorboard needs the tensorboard package: pip install 'aecli[tensorboard]'"
                              ) from None
-        self.writer = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+        self.writer = SummaryWriter(log_dir=str(RunDir(run_dir).tensorboard))
         # add_hparams wants scalars/strings only; lists and dicts become their JSON text.
         flat = {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in hparams.items()}
         self.writer.add_text("config", "```\n" + json.dumps(hparams, indent=2) + "\n```", 0)

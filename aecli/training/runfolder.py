@@ -11,30 +11,18 @@ import dataclasses
 import datetime as _dt
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any
 
-from aecli.atomic import remove_stale_temps, temp_target, write_text
+from aecli.atomic import write_text
 from aecli.errors import UsageError
 from aecli.locking import LOCK_FILE
-from aecli.training.config import TrainConfig
-from aecli.training.state import STATE_FILE
+from aecli.training.config import TrainConfig, cli_flag, resumable
+from aecli.training.rundir import RunDir
 
-CONFIG_FILE = "config.json"
-COMMAND_FILE = "command.txt"
-# Files aecli writes at the top of a run folder (beside grids/ and tensorboard/): only these are pruned
-# or cleaned, and a folder holding anything else is not this run's.
-PERIODIC = re.compile(r"^step\d{8}\.safetensors$")
-RUN_FILES = ("last.safetensors", "best.safetensors", STATE_FILE, CONFIG_FILE, COMMAND_FILE, "metrics.jsonl",
-             "metrics.csv", "loss_curves.png")
-RUN_FOLDERS = ("grids", "tensorboard")
-
-# Options a resumed run may take with new values: how long to train, where and how to run, what to
-# log. Every other option shapes the result and must equal the run's own.
-RESUMABLE = ("epochs", "max_steps", "max_time", "device", "workers", "log_every", "save_every_steps", "keep",
-             "grid_size", "tensorboard", "trackers", "requeue", "cache", "data_root", "weights_dir", "lpips_weights")
+# Options a resumed run may take with new values (declared on each option: OptionInfo.resumable).
+RESUMABLE = resumable()
 
 
 def default_run_dir(family: str) -> Path:
@@ -48,30 +36,6 @@ def default_run_dir(family: str) -> Path:
     return Path("runs") / name
 
 
-def is_run_file(name: str) -> bool:
-    return name in RUN_FILES or bool(PERIODIC.match(name))
-
-
-def _run_temp_target(target: str) -> bool:
-    return is_run_file(target) or target.startswith(LOCK_FILE[1:])
-
-
-def aecli_temp_file(name: str) -> bool:
-    """A temp file a killed atomic write of one of the run's files left behind."""
-    target = temp_target(name)
-    return target is not None and _run_temp_target(target)
-
-
-def remove_stale_temp_files(run_dir: Path) -> None:
-    """Temp files are never read; only those of aecli's own run files are removed."""
-    remove_stale_temps(run_dir, _run_temp_target)
-
-
-def _flag(key: str) -> str:
-    # Config keys whose option has another name (one name per idea across commands).
-    return {"grid_size": "--grid-columns", "ema": "--ema-decay"}.get(key, "--" + key.replace("_", "-"))
-
-
 def _shown(value: Any) -> str:
     """A value as it is written on the command line (widths 4,8, not (4, 8))."""
     return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
@@ -82,22 +46,22 @@ def resume_dir(resume: str | None, out: str | None) -> Path | None:
     if resume == "auto":
         if not out:
             raise UsageError("--resume auto needs --out RUN_DIR (the folder to continue or create)")
-        return Path(out) if (Path(out) / STATE_FILE).exists() else None
+        return Path(out) if RunDir(Path(out)).state.exists() else None
     if resume:
         run_dir = Path(resume)
-        if not (run_dir / STATE_FILE).exists():
-            raise UsageError(f"--resume {run_dir}: no {STATE_FILE} there; it is not a run folder to continue")
+        if not RunDir(run_dir).state.exists():
+            raise UsageError(f"--resume {run_dir}: no {RunDir.STATE} there; it is not a run folder to continue")
         return run_dir
     return None
 
 
 def read_run_config(run_dir: Path) -> TrainConfig:
     """The run's recorded config, every value checked (it is a file anyone could have edited)."""
-    path = run_dir / CONFIG_FILE
+    path = RunDir(run_dir).config
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot resume {run_dir}: {CONFIG_FILE} is missing or unreadable ({exc})") from None
+        raise UsageError(f"cannot resume {run_dir}: {RunDir.CONFIG} is missing or unreadable ({exc})") from None
     try:
         cfg = TrainConfig.from_dict(raw, where=str(path))
         from aecli.models import get_family
@@ -119,7 +83,7 @@ def _legacy_options(run_dir: Path, family: str) -> dict[str, Any]:
     from aecli.models import get_family
 
     legacy = get_family(family).Config.LEGACY
-    ckpt = run_dir / "last.safetensors"
+    ckpt = RunDir(run_dir).last
     if not legacy or not ckpt.is_file():
         return {}
     header = read_header(ckpt)
@@ -141,7 +105,7 @@ def merge_resume(saved: TrainConfig, cfg: TrainConfig, given: set[str] | None, r
     if cfg.family != saved.family:
         raise UsageError(f"{run_dir} is a {saved.family} run; it cannot continue as {cfg.family} (drop the family "
                          f"to continue it, or start a new run with another --out)")
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    fields = {*TrainConfig.option_names(), "command_line"}
     keys = fields - {"family", "command_line", "out"} if given is None else set(given) & fields
     changed = []
     for key in sorted(keys - set(RESUMABLE) - {"out", "command_line", "family"}):
@@ -151,12 +115,12 @@ def merge_resume(saved: TrainConfig, cfg: TrainConfig, given: set[str] | None, r
                 if value != old and not (isinstance(old, tuple) and tuple(value) == old):
                     changed.append(f"-m {opt}={_shown(value)} (the run has {_shown(old)})")
         elif getattr(cfg, key) != getattr(saved, key):
-            changed.append(f"{_flag(key)} {_shown(getattr(cfg, key))} (the run has {_shown(getattr(saved, key))})")
+            changed.append(f"{cli_flag(key)} {_shown(getattr(cfg, key))} (the run has {_shown(getattr(saved, key))})")
     if cfg.out and given is not None and "out" in given and Path(cfg.out).resolve() != run_dir.resolve():
         changed.append(f"--out {cfg.out} (the run is {run_dir})")
     if changed:
         raise UsageError(f"cannot change {'; '.join(changed)} when resuming {run_dir}; a resume may change only "
-                         f"{', '.join(_flag(k) for k in RESUMABLE)} (start a new run with another --out to "
+                         f"{', '.join(cli_flag(k) for k in RESUMABLE)} (start a new run with another --out to "
                          "change the rest)")
     for key in RESUMABLE:
         if key in keys:
@@ -169,7 +133,7 @@ def merge_resume(saved: TrainConfig, cfg: TrainConfig, given: set[str] | None, r
 def _same_run(run_dir: Path, cfg: TrainConfig) -> bool:
     """Does the folder's config.json describe ``cfg`` (an earlier start of this run that saved no state)?"""
     try:
-        other = TrainConfig.from_dict(json.loads((run_dir / CONFIG_FILE).read_text(encoding="utf-8")))
+        other = TrainConfig.from_dict(json.loads(RunDir(run_dir).config.read_text(encoding="utf-8")))
     except (OSError, ValueError, UsageError):
         return False
     ignore = set(RESUMABLE) | {"command_line", "out"}
@@ -200,15 +164,15 @@ def make_run_dir(run_dir: Path) -> list[Path]:
 def check_fresh_run_dir(run_dir: Path, cfg: TrainConfig) -> None:
     """A fresh run starts only in an empty folder, or one holding an earlier start of this very run
     that saved no state (a kill before the first checkpoint): never over another run or a user's files."""
-    if (run_dir / STATE_FILE).exists():
+    if RunDir(run_dir).state.exists():
         raise UsageError(f"{run_dir} already holds a run; continue it with --resume {run_dir} "
                          "(or --resume auto), or choose another --out")
     try:
-        entries = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE and not aecli_temp_file(p.name))
+        entries = sorted(p.name for p in run_dir.iterdir() if p.name != LOCK_FILE and not RunDir.is_temp_file(p.name))
     except OSError as exc:
         raise UsageError(f"cannot read run folder {run_dir}: {exc.strerror}; choose another --out") from None
-    ours = all(is_run_file(n) or n in RUN_FOLDERS for n in entries)
-    if entries and not (ours and CONFIG_FILE in entries and _same_run(run_dir, cfg)):
+    ours = all(RunDir.is_run_file(n) or n in RunDir.FOLDERS for n in entries)
+    if entries and not (ours and RunDir.CONFIG in entries and _same_run(run_dir, cfg)):
         shown = ", ".join(entries[:4]) + (", …" if len(entries) > 4 else "")
         raise UsageError(f"--out {run_dir} is not empty ({shown}) and holds no run state to continue; "
                          "choose a new --out, or empty the folder")
@@ -224,15 +188,16 @@ def remove_folders(created: list[Path]) -> None:
 
 def remove_unstarted(run_dir: Path, created: list[Path]) -> None:
     """A fresh run that failed before its first step: remove what it wrote, and the folders it made."""
-    for name in (CONFIG_FILE, COMMAND_FILE):
-        (run_dir / name).unlink(missing_ok=True)
-    shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)
-    remove_stale_temp_files(run_dir)
+    run = RunDir(run_dir)
+    for path in (run.config, run.command):
+        path.unlink(missing_ok=True)
+    shutil.rmtree(run.tensorboard, ignore_errors=True)
+    run.remove_stale_temp_files()
     remove_folders(created)
 
 
 def write_run_config(run_dir: Path, cfg: TrainConfig) -> None:
     """config.json: the run's settings (a resume rewrites it with the new plan); command.txt: the command
     lines that made the run, one per line (a resume adds its own)."""
-    write_text(run_dir / CONFIG_FILE, json.dumps(cfg.to_dict(), indent=2))
-    write_text(run_dir / COMMAND_FILE, "\n".join(cfg.command_line.split(" && ")) + "\n")
+    write_text(RunDir(run_dir).config, json.dumps(cfg.to_dict(), indent=2))
+    write_text(RunDir(run_dir).command, "\n".join(cfg.command_line.split(" && ")) + "\n")

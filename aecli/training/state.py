@@ -17,8 +17,8 @@ import torch
 
 from aecli.atomic import atomic_path
 from aecli.errors import UsageError
+from aecli.training.rundir import RunDir
 
-STATE_FILE = "state.safetensors"
 STATE_FORMAT = "aecli-train-state"
 
 
@@ -85,7 +85,7 @@ def save_state(run_dir: Path, *, models: dict[str, torch.nn.Module], optimizers:
         "scaler": json.dumps(scaler.state_dict() if scaler is not None and scaler.is_enabled() else {}),
         "python_rng": json.dumps([py_state[0], list(py_state[1]), py_state[2]]),
     }
-    with atomic_path(run_dir / STATE_FILE) as tmp:
+    with atomic_path(RunDir(run_dir).state) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
 
 
@@ -133,7 +133,7 @@ def load_state(run_dir: Path) -> LoadedState:
     from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
-    path = run_dir / STATE_FILE
+    path = RunDir(run_dir).state
     try:
         with safe_open(str(path), framework="pt") as fh:
             meta = fh.metadata() or {}

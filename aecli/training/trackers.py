@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from aecli.errors import UsageError
+from aecli.training.rundir import RunDir
 
 TRACKERS = ("tensorboard", "wandb", "mlflow", "csv")
 _EXCLUDED = ("epoch", "step")  # row bookkeeping, not scalars
@@ -52,7 +53,7 @@ class CsvTracker:
     tool reads, appended and flushed as the run goes (a resumed run continues them)."""
 
     def __init__(self, run_dir: Path, hparams: dict[str, Any]) -> None:
-        self.dir = run_dir / "csv"
+        self.dir = RunDir(run_dir).file(RunDir.CSV)
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "hparams.json").write_text(json.dumps(hparams, indent=2) + "\n", encoding="utf-8")
 
@@ -113,7 +114,7 @@ class MlflowTracker:
             # MLflow 3 keeps its file store in "maintenance mode" behind this switch; a database backend
             # would need SQLAlchemy and a server-side migration, too much for a run folder.
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-            uri = (run_dir / "mlruns").resolve().as_uri()
+            uri = RunDir(run_dir).file(RunDir.MLRUNS).resolve().as_uri()
         self.client = MlflowClient(tracking_uri=uri)
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME", "aecli")
         exp = self.client.get_experiment_by_name(name)
