@@ -8,9 +8,9 @@ field, immunohistochemistry, retina, motorcycle), split by region: in every phot
 the columns gives the test crops and the rest the training crops, so no test pixel was ever seen in training.
 PCA-k is fitted on the training crops (k = the model's code size) and scored on the test crops.
 
-Each family is trained with `aecli.training.train` at its defaults (only --latent-dim, the data and the
-epochs are set) for a fixed wall-time budget: a few timed optimizer steps give the step time, the epoch
-count is sized from it, so the cosine schedule runs to its end inside the budget. Its best checkpoint is
+Each family is trained with `aecli.training.train` at its defaults (only --latent-dim and the data are set)
+with `--max-time` = the budget: the cosine schedule re-plans its length from the measured step rate, so it
+reaches zero at the deadline (aecli.training.schedules). Its checkpoint with the lowest validation loss (the best epoch end or the weights at the deadline) is
 scored on the test crops by `aecli.metrics.evaluate_checkpoints` (the `aecli evaluate` code). Prints one
 row per family: code size, parameters, measured training time, test PSNR/SSIM, PCA-k PSNR and the gap.
 """
@@ -81,35 +81,8 @@ def write_pngs(crops: np.ndarray, folder: Path) -> None:
         Image.fromarray(c).save(folder / f"{i:05d}.png")
 
 
-def step_seconds(cfg: Any, steps: int = 6) -> float:
-    """Median wall time of one training step of ``cfg``'s model, optimizer and loss on random batches."""
-    from aecli.losses import AutoencoderObjective, LossConfig
-    from aecli.models import create_model
-    from aecli.training.setup import prepare
-    from aecli.training.trainer import make_optimizer
-
-    prepared = prepare(cfg, progress=False)
-    device = torch.device(cfg.device)
-    model = create_model(cfg.family, **prepared.model_kwargs).to(device).train()
-    opt = make_optimizer(model.parameters(), cfg.optimizer, cfg.lr, cfg.betas, cfg.weight_decay, device)
-    objective = AutoencoderObjective(LossConfig(recon=cfg.recon, reduction=cfg.reduction, beta=cfg.beta),
-                                     prepared.spec.value_range, 1000)
-    x = torch.rand(cfg.batch_size, 3, prepared.spec.image_size, prepared.spec.image_size, device=device) * 2 - 1
-    times = []
-    for i in range(steps + 2):  # two warm-up steps
-        t = time.perf_counter()
-        loss, _ = objective(x, model(x), i)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t)
-    return float(np.median(times[2:]))
-
-
 def train_family(family: str, train_dir: Path, test_dir: Path, work: Path, args: argparse.Namespace) -> dict[str, Any]:
-    from aecli.checkpoint import read_header
+    from aecli.checkpoint import load_model
     from aecli.metrics.evaluate import EvalConfig, evaluate_checkpoints
     from aecli.training import TrainConfig, train
 
@@ -117,24 +90,29 @@ def train_family(family: str, train_dir: Path, test_dir: Path, work: Path, args:
     model_opts = {"latent_dim": args.latent_dim, **{k: _parse(v) for k, v in (o.split("=", 1) for o in args.model_opt)}}
     base = dict(family=family, model=model_opts, data=str(train_dir), image_size=args.size, device=args.device,
                 out=str(work / family), workers=1, seed=0, **{k: _parse(v) for k, v in overrides.items()})
-    probe = TrainConfig(**base)
-    per_step = step_seconds(probe)
-    n_train = len(list(train_dir.iterdir()))
-    val = int(round(n_train * 0.1)) if probe.val_fraction is None and probe.val_count is None else 0
-    steps_per_epoch = (n_train - val) // probe.batch_size
-    # An epoch also validates (~1/3 of a step per val batch) and writes checkpoints and grids (~1.5 s).
-    epoch_s = per_step * (steps_per_epoch + val / probe.batch_size / 3) + 1.5
-    epochs = max(1, int(args.budget // epoch_s))
-    cfg = TrainConfig(**{**base, "epochs": epochs})
+    # --max-time sets the length: the cosine schedule follows the deadline (aecli.training.schedules); the
+    # epoch cap is only there so that the deadline, not the epochs, ends the run.
+    cfg = TrainConfig(**{"epochs": 100_000, "max_time": str(int(args.budget)), **base})
     start = time.perf_counter()
-    train(cfg)
+    result = train(cfg)
     seconds = time.perf_counter() - start
-    ckpt = work / family / "best.safetensors"
+    ckpt = _lowest_val(work / family)
     report = evaluate_checkpoints([ckpt], EvalConfig(metrics=["psnr", "ssim"], data=str(test_dir), split="all",
                                                      device=args.device))
     row = report.rows[0]
-    return {"family": family, "params": read_header(ckpt).parameter_count, "epochs": epochs,
+    # Learned parameters only (the PCA path's fixed buffers hold the same numbers as the pca-k row's model).
+    params = sum(p.numel() for p in load_model(ckpt).model.parameters())
+    return {"family": family, "params": params, "steps": result.steps,
             "seconds": seconds, "psnr": row.values["psnr"], "ssim": row.values["ssim"]}
+
+
+def _lowest_val(run: Path) -> Path:
+    """The run's checkpoint with the lowest validation loss: best.safetensors (the best epoch end) or
+    last.safetensors (the weights at the deadline, validated when --max-time stopped the run mid-epoch)."""
+    from aecli.checkpoint import read_header
+
+    files = [p for p in (run / "best.safetensors", run / "last.safetensors") if p.exists()]
+    return min(files, key=lambda p: read_header(p).training["val"]["loss"])
 
 
 def _parse(text: str) -> Any:
@@ -171,7 +149,7 @@ def main() -> None:
           f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {args.device}")
     if args.model_opt or args.train_opt:
         print(f"# options: {' '.join(args.model_opt + args.train_opt)}")
-    rows = [{"family": f"pca-{args.latent_dim}", "params": args.latent_dim * (args.size ** 2 * 3 + 1), "epochs": None,
+    rows = [{"family": f"pca-{args.latent_dim}", "params": args.latent_dim * (args.size ** 2 * 3 + 1), "steps": None,
              "seconds": pca_s, "psnr": pca_psnr, "ssim": pca_ssim}]
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)
@@ -180,11 +158,11 @@ def main() -> None:
         for family in args.families.split(","):
             rows.append(train_family(family, work / "train", work / "test", work / "runs", args))
 
-    print("| family | code size | params | epochs | train time | test PSNR | test SSIM | PCA-k PSNR | Δ dB |")
+    print("| family | code size | params | steps | train time | test PSNR | test SSIM | PCA-k PSNR | Δ dB |")
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        epochs = "" if r["epochs"] is None else str(r["epochs"])
-        print(f"| {r['family']} | {args.latent_dim} | {r['params']:,} | {epochs} | {r['seconds']:.0f} s | "
+        steps = "" if r["steps"] is None else str(r["steps"])
+        print(f"| {r['family']} | {args.latent_dim} | {r['params']:,} | {steps} | {r['seconds']:.0f} s | "
               f"{r['psnr']:.2f} dB | {r['ssim']:.4f} | {pca_psnr:.2f} dB | {r['psnr'] - pca_psnr:+.2f} |")
 
 

@@ -3,8 +3,11 @@
 - ``arch="residual"`` (the default): a modern design for photos. A patchify stem (a p×p stride-p conv), one
   stage per resolution down to 4×4 (pre-activation residual blocks with GroupNorm and SiLU, stride-2 convs
   between stages), then the code; the decoder mirrors it and ends in a PixelShuffle back to full size. Widths
-  and depth follow ``image_size`` unless given. Chosen against PCA at the same code size (BENCHMARKS.md,
-  "Model quality"): at 64² with a 64-number code it must beat the best linear autoencoder.
+  and depth follow ``image_size`` unless given. With a flat code it also has a *PCA path* (``pca_path``):
+  the trainer fits PCA on the training images before the first step; the code is the whitened PCA
+  projection plus a learned correction, the image the PCA reconstruction plus a learned residual (both
+  zero-initialised), so training starts at the best linear autoencoder of that code size and learning is
+  a gain over it (BENCHMARKS.md, "Model quality"). The PCA is a buffer of the checkpoint.
 - ``arch="plain"``: the seeds' strided Conv→Norm→Act encoder and ConvTranspose decoder (seeds 000 C,
   001–004). Every seed's variant is a config of it, not a new class:
 - seed 001 (256², 1024×8×8 spatial latent): ``widths=(64,128,256,512,1024), latent="spatial",
@@ -45,6 +48,7 @@ BOTTOM = 4  # the residual trunk halves the resolution down to this side (or the
 
 
 MAX_LAYERS = 64
+FIT_VALUES = 1 << 26  # the PCA path's fit reads at most this many pixel values (ConvTrunk.fit_indices)
 
 
 def check_ints(**values: object) -> None:
@@ -88,10 +92,15 @@ class ConvConfig(BaseConfig):
     # no padding (valid_last: 64→31, mirrored by a padding-0 ConvTranspose back to 64); kernel 3 only.
     unnormed: tuple[int, ...] = ()  # plain: encoder stages (0-based) without the norm layer
     valid_last: bool = False
+    # residual, flat code: a fixed PCA path beside the learned trunk (code = whitened PCA projection + learned
+    # correction; image = PCA reconstruction + learned residual), fitted on the training images before the
+    # first step, so training starts at the best linear autoencoder (BENCHMARKS.md, "Model quality").
+    pca_path: bool = True
 
     # Options added after checkpoints were first written, with the value that rebuilds those files: a saved
     # config without "arch" is the plain trunk (the only one there was). Only read when loading a checkpoint.
-    LEGACY: ClassVar[dict[str, Any]] = {"arch": "plain"}
+    # A residual checkpoint written before the PCA path existed has none.
+    LEGACY: ClassVar[dict[str, Any]] = {"arch": "plain", "pca_path": False}
     # Options that only the plain trunk reads: set on a residual model they would be silently ignored.
     PLAIN_ONLY: ClassVar[tuple[str, ...]] = ("kernel_size", "init", "final_conv", "unnormed", "valid_last")
 
@@ -116,6 +125,12 @@ class ConvConfig(BaseConfig):
             side //= 2
             n += 1
         return tuple(min(256, 32 * 2**i) for i in range(n))
+
+    def linear_path(self) -> bool:
+        """Whether the model has the PCA path: the option, on the residual trunk with a flat, signed code
+        (seed 002's ReLU code, ``latent_relu``, has none)."""
+        return self.pca_path and self.arch == "residual" and self.latent == "flat" and not getattr(
+            self, "latent_relu", False)
 
     def size_multiple(self) -> int:
         if not self.widths:
@@ -153,6 +168,8 @@ class ConvConfig(BaseConfig):
             raise UsageError("blocks and patch only apply to arch='residual'")
         if isinstance(self.fc_hidden, bool) or not isinstance(self.fc_hidden, int) or self.fc_hidden < 0:
             raise UsageError(f"fc_hidden must be 0 (none) or a positive width, got {self.fc_hidden!r}")
+        if not isinstance(self.pca_path, bool):
+            raise UsageError(f"pca_path must be true or false, got {self.pca_path!r}")
         if not isinstance(self.fc_hidden_decoder, bool):
             raise UsageError(f"fc_hidden_decoder must be true or false, got {self.fc_hidden_decoder!r}")
         if self.kernel_size not in (3, 4):
@@ -238,17 +255,39 @@ def _residual_trunk(cfg: ConvConfig, w: tuple[int, ...]) -> tuple[nn.Sequential,
     return nn.Sequential(*enc), nn.Sequential(*dec)
 
 
+def _flat_heads(cfg: ConvConfig, n_feat: int, heads: int, shape: tuple[int, int, int]) -> tuple[nn.Sequential, nn.Sequential]:
+    """Flatten → [hidden FC] → Linear to the code, and back: Linear → [act] → Unflatten to ``shape``."""
+    to: list[nn.Module] = [nn.Flatten()]
+    fro: list[nn.Module] = []
+    width = n_feat
+    if cfg.fc_hidden:
+        to += [nn.Linear(n_feat, cfg.fc_hidden), make_activation(cfg.activation)]
+        width = cfg.fc_hidden
+        if cfg.fc_hidden_decoder:
+            fro += [nn.Linear(cfg.latent_dim, cfg.fc_hidden), make_activation(cfg.activation)]
+    to.append(nn.Linear(width, heads * cfg.latent_dim))
+    if getattr(cfg, "latent_relu", False):  # a conv-ae-only option (a VAE mean may be negative)
+        to.append(nn.ReLU())
+    fro.append(nn.Linear(cfg.fc_hidden if fro else cfg.latent_dim, n_feat))
+    if cfg.arch != "residual":  # a residual decoder starts with a pre-activation block
+        fro.append(make_activation(cfg.activation))
+    fro.append(nn.Unflatten(1, shape))
+    return nn.Sequential(*to), nn.Sequential(*fro)
+
+
 class ConvTrunk(Autoencoder):
     """The shared builder. ``heads`` = 1 (AE code) or 2 (VAE mean and log-variance)."""
 
     heads = 1
+    # The PCA path's VAE starts with a small posterior spread (std e^-3 ≈ 0.05 of the whitened code's unit
+    # scale): a unit spread would bury the PCA code in noise at the first step.
+    LOGVAR_INIT = -6.0
 
     def __init__(self, config: ConvConfig) -> None:
         super().__init__(config)
         cfg = config
         w = cfg.stage_widths()
         residual = cfg.arch == "residual"
-        spatial = cfg.latent == "spatial"
         if residual:
             self.feat = cfg.image_size // (cfg.patch_size() * 2 ** (len(w) - 1))
             encoder, decoder = _residual_trunk(cfg, w)
@@ -261,35 +300,81 @@ class ConvTrunk(Autoencoder):
 
         # Latent interface: a conv head (spatial VAE; residual spatial AE), nothing (plain spatial AE: the
         # features are the code), or Flatten → [hidden FC] → Linear (flat).
-        n_feat = w[-1] * self.feat * self.feat
-        if spatial:
+        if cfg.latent == "spatial":
             coded = self.heads > 1 or residual
             self.to_latent: nn.Module = (
                 nn.Conv2d(w[-1], self.heads * cfg.latent_dim, 3, 1, 1) if coded else nn.Identity())
             self.from_latent: nn.Module = (
                 nn.Conv2d(cfg.latent_dim, w[-1], 3, 1, 1) if residual else nn.Identity())
         else:
-            to: list[nn.Module] = [nn.Flatten()]
-            fro: list[nn.Module] = []
-            width = n_feat
-            if cfg.fc_hidden:
-                to += [nn.Linear(n_feat, cfg.fc_hidden), make_activation(cfg.activation)]
-                width = cfg.fc_hidden
-                if cfg.fc_hidden_decoder:
-                    fro += [nn.Linear(cfg.latent_dim, cfg.fc_hidden), make_activation(cfg.activation)]
-            to.append(nn.Linear(width, self.heads * cfg.latent_dim))
-            if getattr(cfg, "latent_relu", False):  # a conv-ae-only option (a VAE mean may be negative)
-                to.append(nn.ReLU())
-            fro.append(nn.Linear(cfg.fc_hidden if fro else cfg.latent_dim, n_feat))
-            if not residual:  # a residual decoder starts with a pre-activation block
-                fro.append(make_activation(cfg.activation))
-            fro.append(nn.Unflatten(1, (w[-1], self.feat, self.feat)))
-            self.to_latent = nn.Sequential(*to)
-            self.from_latent = nn.Sequential(*fro)
+            self.to_latent, self.from_latent = _flat_heads(
+                cfg, w[-1] * self.feat * self.feat, self.heads, (w[-1], self.feat, self.feat))
         self.decoder = decoder
 
         if cfg.init == "kaiming":
             self._kaiming_init()
+        if cfg.linear_path():
+            self._init_linear_path()
+
+    # -- the PCA path ----------------------------------------------------------------------------------
+    def _init_linear_path(self) -> None:
+        """Buffers for the PCA, saved in every checkpoint so that a file rebuilds without data (zeros until
+        ``fit_linear``: an unfitted model is the plain residual network)."""
+        cfg = self.config
+        d = cfg.channels * cfg.image_size**2
+        self.register_buffer("pca_mean", torch.zeros(d))
+        self.register_buffer("pca_components", torch.zeros(cfg.latent_dim, d))  # orthonormal rows
+        self.register_buffer("pca_scale", torch.ones(cfg.latent_dim))  # √variance of each component
+        self.decoder[-1] = nn.Identity()  # the output is PCA + residual, clamped to the range (_decode)
+
+    @property
+    def fits_data(self) -> bool:
+        """The trainer calls ``fit_linear`` on a fresh run (never on resume: the PCA is in the weights)."""
+        return self.config.linear_path()
+
+    def fit_indices(self, n_images: int) -> torch.Tensor:
+        """Which training images the PCA is fitted on: all, or an evenly spaced subset of at most
+        FIT_VALUES numbers (a 256 MiB float32 matrix)."""
+        n = max(1, min(n_images, FIT_VALUES // (self.config.channels * self.config.image_size**2)))
+        return torch.linspace(0, n_images - 1, n).round().long()
+
+    @torch.no_grad()
+    def fit_linear(self, x: torch.Tensor) -> None:
+        """Fit the PCA path on training images ``x`` (N×C×H×W in the model's value range): a randomized SVD
+        (Halko et al.) with a fixed seed, so a run with the same data and seed gets the same weights."""
+        k = self.config.latent_dim
+        flat = x.flatten(1).float()
+        mean = flat.mean(0)
+        # n images span at most n - 1 directions: code numbers beyond them keep a zero linear part.
+        r = min(k, flat.shape[0] - 1, flat.shape[1])
+        self.pca_mean.copy_(mean)
+        self.pca_components.zero_()
+        self.pca_scale.fill_(1.0)
+        if r > 0:
+            with torch.random.fork_rng(devices=[flat.device] if flat.device.type == "cuda" else []):
+                torch.manual_seed(0)
+                _, s, v = torch.svd_lowrank(flat - mean, q=min(r + 32, *flat.shape), niter=4)
+            self.pca_components[:r] = v[:, :r].T
+            self.pca_scale[:r] = (s[:r] / (flat.shape[0] - 1) ** 0.5).clamp_min(1e-6)
+        # Zero the learned code correction and image residual: before any step the model *is* this PCA.
+        head = self.to_latent[-1]  # the code's Linear
+        last = [m for m in self.decoder if isinstance(m, nn.Conv2d)][-1]  # the decoder's last conv
+        for layer in (head, last):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        if self.heads > 1:
+            nn.init.constant_(head.bias[k:], self.LOGVAR_INIT)
+
+    def _linear_code(self, x: torch.Tensor) -> torch.Tensor:
+        """The whitened PCA code: unit variance per number on the training images, like the VAE prior."""
+        return (x.flatten(1) - self.pca_mean) @ self.pca_components.T / self.pca_scale
+
+    def _linear_image(self, z: torch.Tensor) -> torch.Tensor:
+        return ((z * self.pca_scale) @ self.pca_components + self.pca_mean).view(z.shape[0], *self._image_shape())
+
+    def _image_shape(self) -> tuple[int, int, int]:
+        cfg = self.config
+        return (cfg.channels, cfg.image_size, cfg.image_size)
 
     def _kaiming_init(self) -> None:
         # seed 001 _initialize_weights: Linear layers keep PyTorch's default.
@@ -311,10 +396,19 @@ class ConvTrunk(Autoencoder):
         return (c, self.feat, self.feat)
 
     def _features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.to_latent(self.encoder(x))
+        h = self.to_latent(self.encoder(x))
+        if not self.config.linear_path():
+            return h
+        k = self.config.latent_dim  # the PCA code is the (VAE: mean) code's linear part
+        return torch.cat([h[:, :k] + self._linear_code(x), h[:, k:]], dim=1)
 
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.from_latent(z))
+        if not self.config.linear_path():
+            return self.decoder(self.from_latent(z))
+        out = self.decoder(self.from_latent(z)) + self._linear_image(z)
+        # In range like the other outputs, but with the gradient of the unclamped sum (straight through): a
+        # plain clamp would stop learning on every pixel where the PCA overshoots.
+        return out + (out.clamp(*self.value_range) - out).detach()
 
 
 @dataclass

@@ -83,11 +83,14 @@ class Trainer:
         self.spec = prepared.spec
         self.model: Autoencoder = build_model(cfg, prepared.model_kwargs, self.dist, self.device)
         self._build_data(prepared.train, prepared.val)
+        if not resume and getattr(self.model, "fits_data", False):  # conv-ae/-vae: start at PCA (models/conv.py)
+            idx = self.model.fit_indices(len(self.train_set))
+            self.model.fit_linear(to_model_input(self.train_set.take(idx), self.spec.value_range).to(self.device))
         self.step, self.objective = build_step(cfg, self.model, self.total_steps, self.spec.value_range,
                                                self.spec.channels, self.dist, self.device)
         self.optimizers = self.step.optimizers
         self.schedule = LRSchedule(cfg.scheduler, cfg.lr, self.total_steps, self.steps_per_epoch,
-                                   cfg.warmup_steps, cfg.step_size, cfg.gamma, cfg.patience)
+                                   cfg.warmup_steps, cfg.step_size, cfg.gamma, cfg.patience, self.deadline)
         self.scaler = self.step.precision.scaler
         self.ema = {k: v.detach().clone() for k, v in self.model.state_dict().items()} if cfg.ema > 0 else None
         self.counters = Counters()
@@ -180,6 +183,7 @@ class Trainer:
             x = to_model_input(x_u8, self.spec.value_range)
             if self.device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
+            self.schedule.observe(c.step)  # --max-time: the cosine ends at the deadline
             self.step.set_lr(self.schedule.lr(c.step))
             comps = self.step(x, labels if self.model.is_conditional else None, c.step)
             self.losses.track(c.step, comps)
