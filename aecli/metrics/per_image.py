@@ -25,9 +25,11 @@ def report_mean_std(row: Any, key: str, values: list[torch.Tensor]) -> None:
 
 
 class PerImageMetric(Metric):
-    """Subclasses give ``score``; ``unavailable`` and ``note`` depend on the image size only."""
+    """Subclasses name a function of aecli.metrics.reconstruction in ``function`` or give ``score``;
+    ``unavailable`` and ``note`` depend on the image size only."""
 
     kind: ClassVar[str] = PER_IMAGE
+    function: ClassVar[str] = ""  # (pred, ref) -> one value per image, in aecli.metrics.reconstruction
 
     @classmethod
     def value_columns(cls) -> tuple[str, ...]:
@@ -35,7 +37,9 @@ class PerImageMetric(Metric):
 
     def score(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
         """One value per image of (B, C, H, W) batches in [0, 1]."""
-        raise NotImplementedError
+        from aecli.metrics import reconstruction  # torch and pytorch-msssim: only when scoring
+
+        return getattr(reconstruction, self.function)(pred, ref)
 
     def unavailable(self, height: int, width: int) -> str | None:
         """Why images of this size cannot be scored, or None."""
@@ -72,47 +76,36 @@ class PerImageMetric(Metric):
 @register_metric
 class L1(PerImageMetric):
     name = "l1"
+    function = "l1"
     default = True
     help = "mean absolute error, on [0,1] images"
     definition = ("mean absolute error per image on [0,1] images, then mean over images (the training log's recon "
                   "is its loss on the model's value range: an L1 on [-1,1] is 2x this)")
 
-    def score(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        from aecli.metrics.reconstruction import l1
-
-        return l1(pred, ref)
-
 
 @register_metric
 class MSE(PerImageMetric):
     name = "mse"
+    function = "mse"
     default = True
     help = "mean squared error, on [0,1] images"
     definition = ("mean squared error per image on [0,1] images, then mean over images (on [-1,1], as a training "
                   "log's recon, it is 4x this)")
 
-    def score(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        from aecli.metrics.reconstruction import mse
-
-        return mse(pred, ref)
-
 
 @register_metric
 class PSNR(PerImageMetric):
     name = "psnr"
+    function = "psnr"
     default = True
     help = "dB, capped at 100"
     definition = "per image 10·log10(1/MSE) on [0,1] images (capped at 100 dB), then mean ± std over images"
-
-    def score(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        from aecli.metrics.reconstruction import psnr
-
-        return psnr(pred, ref)
 
 
 @register_metric
 class SSIM(PerImageMetric):
     name = "ssim"
+    function = "ssim"
     default = True
     help = "Gaussian 11x11 window, images of at least 11 px"
     definition = "Gaussian SSIM (11x11, sigma 1.5, data_range 1) per image, pytorch-msssim"
@@ -122,15 +115,11 @@ class SSIM(PerImageMetric):
 
         return ssim_unavailable(height, width)
 
-    def score(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        from aecli.metrics.reconstruction import ssim
-
-        return ssim(pred, ref)
-
 
 @register_metric
 class MSSSIM(PerImageMetric):
     name = "ms-ssim"
+    function = "ms_ssim"
     help = "5-scale MS-SSIM, images larger than 160 px"
     definition = "5-scale MS-SSIM (pytorch-msssim); needs images larger than 160 px"
 
@@ -138,11 +127,6 @@ class MSSSIM(PerImageMetric):
         from aecli.metrics.reconstruction import ms_ssim_unavailable
 
         return ms_ssim_unavailable(height, width)
-
-    def score(self, pred: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        from aecli.metrics.reconstruction import ms_ssim
-
-        return ms_ssim(pred, ref)
 
 
 @register_metric
