@@ -152,7 +152,7 @@ WRONG_TEXT: dict[str, list[str]] = {
     "pred": ["/no/such/dir"], "ref": ["/no/such/dir"], "eval_file": ["/no/such.json"], "sort_by": ["bogus_figure"],
     "max_time": ["soon", "0", "-5m", "1x"], "tracker": ["comet"], "fid_backend": ["pytorch-fid"],
     "clean_fid_mode": ["legacy_pytorch"], "key": ["no_such_tensor"], "objective": ["bogus"],
-    "baseline": ["bogus", "pca:0"],
+    "baseline": ["bogus", "pca:0"], "augment": ["rot45"],
 }
 # Free-form options: any text is a valid name (an output path, a title, a cache folder). Output paths
 # that cannot be written are tested in test_reliability.py.

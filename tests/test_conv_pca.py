@@ -90,23 +90,53 @@ def test_pca_travels_in_the_checkpoint(tmp_path: Path) -> None:
     assert torch.equal(loaded.pca_components, model.pca_components)
 
 
-def test_residual_checkpoint_from_before_the_pca_path_loads_without_it(tmp_path: Path) -> None:
-    """A residual conv-ae saved before `pca_path` existed (no such key, no PCA tensors) means what it meant."""
+# Options added to the residual trunk after checkpoints were written, oldest first, with the value that
+# rebuilds those files (ConvConfig.LEGACY).
+ADDED = [("pca_path", False), ("pca_refine", False), ("stem_width", 32)]
+
+
+@pytest.mark.parametrize("first", range(len(ADDED)))
+def test_residual_checkpoint_from_before_an_option_loads_without_it(tmp_path: Path, first: int) -> None:
+    """A residual conv-ae saved before `pca_path` (no PCA tensors), `pca_refine` (a PCA path without the
+    refine conv) or `stem_width` (auto widths 32, 64, …) existed has none of the later keys: it means what
+    it meant."""
+    missing = dict(ADDED[first:])
     torch.manual_seed(0)
-    old = create_model("conv-ae", **OPTS, pca_path=False).eval()
+    old = create_model("conv-ae", image_size=SIZE, latent_dim=K, **missing)
+    if old.fits_data:
+        old.fit_linear(_images(40, 0))
+    old.eval()
     path = tmp_path / "old.safetensors"
     save_model(path, old, DataSpec(SIZE, 3, (-1.0, 1.0), [], "unit-test"), {"steps": 0})
     with safe_open(str(path), "pt") as fh:
         meta = dict(fh.metadata())
     config = json.loads(meta["config"])
-    assert config.pop("pca_path") is False
+    assert {k: config.pop(k) for k in missing} == missing
     meta["config"] = json.dumps(config)
     save_file(load_file(str(path)), str(path), metadata=meta)
-    assert "pca_path" not in read_header(path).config
+    assert not set(missing) & set(read_header(path).config)
     loaded = load_model(path).model.eval()
     x = _images(2, 3)
     with torch.no_grad():
-        assert loaded.config.pca_path is False and torch.equal(loaded(x).recon, old(x).recon)
+        assert {k: getattr(loaded.config, k) for k in missing} == missing
+        assert torch.equal(loaded(x).recon, old(x).recon)
+    assert loaded.config.stage_widths() == (32,)  # 16 px, 4×4 patches: one stage (new files: 64)
+    assert not any(k.startswith("refine.") for k in load_file(str(path)))
+
+
+def test_refine_sees_the_pca_image_at_the_stem_resolution() -> None:
+    """With pca_refine the residual depends on the PCA image through a conv on its space-to-depth patches."""
+    model = create_model("conv-ae", **OPTS)
+    assert model.refine.in_channels == 3 * 4 * 4 and model.refine.out_channels == OPTS["widths"][0]
+    model.fit_linear(_images(40, 0))
+    last = [m for m in model.decoder if isinstance(m, torch.nn.Conv2d)][-1]
+    torch.nn.init.normal_(last.weight, std=0.1)  # a trained residual
+    z = torch.randn(2, K)
+    with torch.no_grad():
+        base = model.decode(z)
+        model.refine.weight.zero_()
+        model.refine.bias.zero_()
+        assert not torch.allclose(model.decode(z), base)
 
 
 def test_training_fits_the_pca_before_the_first_step(tmp_path: Path, one_thread: None) -> None:

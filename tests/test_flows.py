@@ -327,8 +327,8 @@ def test_the_cli_bounds_shapes_the_same_way(tmp_path: Path) -> None:
 
 
 def test_log_and_evaluate_share_no_name_with_two_definitions(world: dict, tmp_path: Path) -> None:
-    """Issue 14 point 7: the log's kl is per latent element (--reduction mean), evaluate's per image:
-    evaluate reports it as kl_per_image, and the two agree once the unit is accounted for."""
+    """Issue 14 point 7: the log's kl follows --reduction (per latent element under mean), evaluate's is
+    per image: evaluate reports it as kl_per_image, and the two agree once the unit is accounted for."""
     import csv
 
     run = world["ckpts"]["digits"].parent
@@ -340,5 +340,7 @@ def test_log_and_evaluate_share_no_name_with_two_definitions(world: dict, tmp_pa
         log = [r for r in csv.DictReader(fh) if r["kind"] == "epoch" and r["split"] == "val"]
     assert not set(row["values"]) & set(log[-1]), "a name with two definitions"
     assert row["n"] == 180  # the same held-out images the log's val row is computed on
-    latent_elements = 8  # -m latent_dim=8, a flat latent
-    assert row["values"]["kl_per_image"] == pytest.approx(float(log[-1]["kl"]) * latent_elements, rel=0.02)
+    # The log's kl is per image under --reduction sum (conv-vae's default) and per latent element under mean.
+    reduction = json.loads((run / "config.json").read_text())["reduction"]
+    per_log_unit = {"sum": 1, "mean": 8}[reduction]  # -m latent_dim=8, a flat latent
+    assert row["values"]["kl_per_image"] == pytest.approx(float(log[-1]["kl"]) * per_log_unit, rel=0.02)

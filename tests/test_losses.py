@@ -90,6 +90,35 @@ def test_l1_mean():
     assert torch.allclose(total, (x - r).abs().mean())
 
 
+def test_gaussian_is_the_nll_of_a_normal_with_each_images_mse_as_variance():
+    """Against torch.distributions: σ_i² = MSE_i is the maximum-likelihood variance of image i."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(4, 3, 8, 8, generator=g) * 2 - 1
+    recon = x + torch.randn(4, 3, 8, 8, generator=g) * torch.tensor([0.01, 0.1, 0.3, 1.0]).view(4, 1, 1, 1)
+    sigma = (recon - x).pow(2).flatten(1).mean(1).sqrt().view(4, 1, 1, 1)
+    nll = -Normal(recon, sigma.expand_as(recon)).log_prob(x)  # nats per element
+    lat = PointLatent(torch.zeros(4, 2))
+    for reduction, ref in (("mean", nll.mean()), ("sum", nll.flatten(1).sum(1).mean())):
+        obj = AutoencoderObjective(LossConfig(recon="gaussian", reduction=reduction), (-1.0, 1.0), 10)
+        total, parts = obj(x, AEOutput(recon=recon, posterior=lat, z=lat.mean), 0)
+        assert total.item() == pytest.approx(ref.item(), rel=1e-5)
+
+
+def test_gaussian_weights_each_image_by_its_relative_error():
+    """Its gradient is MSE's divided by 2·MSE_i: an image with 100× less error pulls as hard (per-image PSNR)."""
+    x = torch.zeros(2, 1, 4, 4)
+    recon = torch.cat([torch.full((1, 1, 4, 4), 0.01), torch.full((1, 1, 4, 4), 0.1)]).requires_grad_()
+    obj = AutoencoderObjective(LossConfig(recon="gaussian", reduction="mean"), (-1.0, 1.0), 10)
+    total, _ = obj(x, AEOutput(recon=recon, posterior=PointLatent(torch.zeros(2, 2)), z=torch.zeros(2, 2)), 0)
+    total.backward()
+    # d/dr of ½·log(mean r²) per image, averaged over 2 images: r / (16 · r²) / 2 per pixel
+    assert recon.grad[0].flatten() == pytest.approx(torch.full((16,), 1 / (0.01 * 32)).tolist(), rel=1e-5)
+    assert recon.grad[1].flatten() == pytest.approx(torch.full((16,), 1 / (0.1 * 32)).tolist(), rel=1e-5)
+    # a perfect reconstruction is floored, not -inf
+    total, _ = obj(x, AEOutput(recon=x.clone(), posterior=PointLatent(torch.zeros(2, 2)), z=torch.zeros(2, 2)), 0)
+    assert math.isfinite(total.item())
+
+
 def test_bce_refuses_tanh_range():
     with pytest.raises(UsageError, match=r"--recon bce.*sigmoid"):
         AutoencoderObjective(LossConfig(recon="bce"), (-1.0, 1.0), 10)

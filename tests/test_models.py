@@ -201,11 +201,11 @@ def test_conv_option_errors() -> None:
 
 
 def test_default_conv_is_residual_and_sized_from_the_image() -> None:
-    """No options: GroupNorm/SiLU residual stages from a 4×4-patch stem down to 4×4, widths 32, 64, …;
+    """No options: GroupNorm/SiLU residual stages from a 4×4-patch stem down to 4×4, widths 64, 64, 128, …;
     the code is exactly latent_dim numbers."""
     from aecli.models.resnet import ResBlock
 
-    for size, widths in ((32, (32, 64)), (64, (32, 64, 128)), (256, (32, 64, 128, 256, 256))):
+    for size, widths in ((32, (64, 64)), (64, (64, 64, 128)), (256, (64, 64, 128, 256, 256))):
         with torch.device("meta"):
             model = create_model("conv-vae", image_size=size, channels=3, latent_dim=64)
         cfg = model.config

@@ -33,12 +33,15 @@ def test_models_piped_is_one_tab_separated_line_per_family() -> None:
     out = subprocess.run([sys.executable, "-m", "aecli", "models"], capture_output=True, text=True, env=env,
                          check=True).stdout
     lines = out.splitlines()
-    assert lines[0].split("\t") == ["family", "seed", "what it is", "commands", "options (defaults)"]
+    assert lines[0].split("\t") == ["family", "seed", "what it is", "commands", "options (defaults)",
+                                    "training defaults"]
     assert [line.split("\t")[0] for line in lines[1:]] == list_models()  # every name whole, one line each
     for line, row in zip(lines[1:], family_rows()):
         fields = line.split("\t")
-        assert len(fields) == 5 and fields[3] == ",".join(row["commands"])
+        assert len(fields) == 6 and fields[3] == ",".join(row["commands"])
         assert all(f"{k}=" in fields[4] for k in row["options"])
+    by_name = {line.split("\t")[0]: line.split("\t")[5] for line in lines[1:]}
+    assert by_name["conv-vae"] == "--recon gaussian --reduction sum" and by_name["flow-vae"] == ""
     assert any(len(line) > 80 for line in lines)  # long lines stay long instead of folding at 80
 
 
@@ -56,6 +59,7 @@ def test_models_in_an_80_column_terminal_keeps_names_whole_and_options_under_eac
         text = " ".join(line.strip() for line in lines)
         for key, value in row["options"].items():
             assert f"{key}={value}" in text
+        assert ("  training  --recon gaussian" in block) == (row["name"] in ("conv-ae", "conv-vae"))
 
 
 @pytest.fixture(scope="module")

@@ -71,11 +71,12 @@ def test_run_folder_logs_every_component(tmp_path: Path) -> None:
     assert saved["beta"] == 0.5 and saved["family"] == "conv-vae"
 
 
-def test_resume_after_an_epoch_is_exact(tmp_path: Path) -> None:
-    full = train(tiny_cfg("conv-vae", tmp_path / "full", epochs=3, seed=3))
-    part = tiny_cfg("conv-vae", tmp_path / "part", epochs=1, seed=3)
+@pytest.mark.parametrize("augment", ["none", "dihedral"])
+def test_resume_after_an_epoch_is_exact(tmp_path: Path, augment: str) -> None:
+    full = train(tiny_cfg("conv-vae", tmp_path / "full", epochs=3, seed=3, augment=augment))
+    part = tiny_cfg("conv-vae", tmp_path / "part", epochs=1, seed=3, augment=augment)
     train(part)
-    resumed_cfg = tiny_cfg("conv-vae", tmp_path / "ignored", epochs=3, seed=3)
+    resumed_cfg = tiny_cfg("conv-vae", tmp_path / "ignored", epochs=3, seed=3, augment=augment)
     resumed = train(resumed_cfg, resume=str(tmp_path / "part"))
     assert resumed.steps == full.steps == 6
     a = load_file(str(tmp_path / "full" / "last.safetensors"))

@@ -45,8 +45,9 @@ def test_every_train_option_is_one_config_field_with_its_default_help_and_panel(
 
 def test_flat_and_nested_construction_are_the_same_config() -> None:
     flat = TrainConfig(family="conv-ae", data="shapes:40", lr=1e-4, beta=0.5, out="run", trackers=["csv"])
-    nested = TrainConfig(family="conv-ae", loss=LossConfig(beta=0.5), out="run", trackers=["csv"],
-                         data="shapes:40", lr=1e-4)
+    # a whole sub-config is taken as is (conv-ae's training default recon="gaussian" fills only a flat gap)
+    nested = TrainConfig(family="conv-ae", loss=LossConfig(beta=0.5, recon="gaussian"), out="run",
+                         trackers=["csv"], data="shapes:40", lr=1e-4)
     assert flat == nested
     assert (flat.optim.lr, flat.loss.beta, flat.dataset.data, flat.output.trackers) == (1e-4, 0.5, "shapes:40", ["csv"])
     copy = dataclasses.replace(flat, epochs=3)  # sub-configs are copied, not shared
@@ -93,3 +94,48 @@ def test_resumable_options_are_declared_on_the_options() -> None:
     assert names[:3] == ("epochs", "max_steps", "max_time")
     assert set(names) == {n for n, f in option_fields().items() if option_info(f).resumable}
     assert "lr" not in names and "beta" not in names and "trackers" in names
+
+
+# -- family training defaults (issue 16) -------------------------------------------------------------
+def test_every_familys_training_defaults_are_valid_options() -> None:
+    from aecli.models.registry import get_family, list_models
+
+    for family in list_models():
+        defaults = get_family(family).train_defaults
+        assert set(defaults) <= set(option_fields()), family
+        cfg = TrainConfig(family)
+        cfg.validate()
+        assert {k: getattr(cfg, k) for k in defaults} == defaults, family
+
+
+def test_conv_families_train_with_the_calibrated_gaussian_unless_told_otherwise(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    assert (TrainConfig("conv-ae").recon, TrainConfig("conv-ae").reduction) == ("gaussian", "mean")
+    assert (TrainConfig("conv-vae").recon, TrainConfig("conv-vae").reduction) == ("gaussian", "sum")
+    assert (TrainConfig("flow-vae").recon, TrainConfig("resnet-vae").recon) == ("mse", "mse")
+    # a flat option or a whole sub-config given by the caller wins
+    assert TrainConfig("conv-vae", recon="l1").recon == "l1"
+    assert TrainConfig("conv-vae", recon="l1").reduction == "sum"
+    assert TrainConfig("conv-vae", loss=LossConfig()).recon == "mse"
+    # the LDM objective is its own recipe: the family's loss defaults do not apply to it
+    assert TrainConfig("conv-vae", objective="ldm").recon == "mse"
+
+    def printed(*args: str) -> dict:
+        import tomllib
+
+        res = CliRunner().invoke(app, ["train", *args, "--print-config"])
+        assert res.exit_code == 0, res.output
+        return tomllib.loads(res.output)
+
+    assert (printed("conv-vae")["recon"], printed("conv-vae")["reduction"]) == ("gaussian", "sum")
+    assert printed("conv-vae", "--recon", "mse")["recon"] == "mse"
+    toml = tmp_path / "run.toml"
+    toml.write_text('family = "conv-ae"\nrecon = "l1"\n')
+    assert printed("--config", str(toml))["recon"] == "l1"
+    assert printed("--config", str(toml), "--recon", "bce")["recon"] == "bce"
+    assert printed("mlp-ae")["recon"] == "mse"
+    assert printed("conv-vae", "--objective", "ldm")["reduction"] == "mean"
+    # what was used is recorded: the printed config feeds back to the same options
+    toml.write_text(CliRunner().invoke(app, ["train", "conv-vae", "--print-config"]).output)
+    assert printed("--config", str(toml))["reduction"] == "sum"

@@ -20,7 +20,8 @@ def family_rows() -> list[dict[str, object]]:
         options = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())
                    for f in dataclasses.fields(cls.Config)}
         rows.append({"name": name, "description": cls.description, "seed": cls.seed,
-                     "options": options, "commands": supported_commands(cls)})
+                     "options": options, "commands": supported_commands(cls),
+                     "train_defaults": dict(cls.train_defaults)})
     return rows
 
 
@@ -28,13 +29,21 @@ def _options_text(options: dict[str, object]) -> str:
     return ", ".join(f"{k}={v}" for k, v in options.items())
 
 
+def _training_text(defaults: dict[str, object]) -> str:
+    """The family's `aecli train` defaults as the flags that set them (``--recon gaussian``)."""
+    from aecli.training.config import cli_flag
+
+    return " ".join(f"{cli_flag(k)} {v}" for k, v in defaults.items())
+
+
 def plain_lines(rows: list[dict[str, object]]) -> list[str]:
     """One tab-separated line per family (header first): never wrapped, for grep, cut and awk."""
-    lines = ["family\tseed\twhat it is\tcommands\toptions (defaults)"]
+    lines = ["family\tseed\twhat it is\tcommands\toptions (defaults)\ttraining defaults"]
     for r in rows:
         lines.append("\t".join([str(r["name"]), str(r["seed"]), str(r["description"]),
                                 ",".join(r["commands"]),  # type: ignore[arg-type]
-                                _options_text(r["options"])]))  # type: ignore[arg-type]
+                                _options_text(r["options"]),  # type: ignore[arg-type]
+                                _training_text(r["train_defaults"])]))  # type: ignore[arg-type]
     return lines
 
 
@@ -61,9 +70,12 @@ def terminal_blocks(rows: list[dict[str, object]], width: int) -> list[str]:
     for r in rows:
         head = textwrap.fill(f"{r['name']} — {r['description']}", width=max(40, width), subsequent_indent="    ",
                              break_long_words=False, break_on_hyphens=False)
-        blocks.append("\n".join([head, wrap("seed", str(r["seed"])),
-                                  wrap("commands", ", ".join(r["commands"])),  # type: ignore[arg-type]
-                                  wrap("options", _options_text(r["options"]))]))  # type: ignore[arg-type]
+        lines = [head, wrap("seed", str(r["seed"])),
+                 wrap("commands", ", ".join(r["commands"])),  # type: ignore[arg-type]
+                 wrap("options", _options_text(r["options"]))]  # type: ignore[arg-type]
+        if r["train_defaults"]:
+            lines.append(wrap("training", _training_text(r["train_defaults"])))  # type: ignore[arg-type]
+        blocks.append("\n".join(lines))
     return blocks
 
 
@@ -71,7 +83,8 @@ def terminal_blocks(rows: list[dict[str, object]], width: int) -> list[str]:
 def models(
     json_out: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
 ) -> None:
-    """List every model family: what it is, its seed, options with defaults, supported commands.
+    """List every model family: what it is, its seed, options with defaults, supported commands, and the
+    `aecli train` options it trains with unless told otherwise.
 
     In a terminal: a block per family. Piped or redirected: one tab-separated line per family."""
     rows = family_rows()

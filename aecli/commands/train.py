@@ -81,7 +81,7 @@ def build_config(family: str, cli: dict[str, Any], given: set[str], toml: dict[s
     """Merge: TrainConfig defaults < TOML file < options given on the command line. Every TOML value is
     checked against the option's declared type, and [model] keys against the family's config."""
     from aecli.training import TrainConfig
-    from aecli.training.config import check_model_options, check_options
+    from aecli.training.config import check_model_options, check_options, family_defaults
 
     names = set(TrainConfig.option_names()) - {"family"}
     values = check_options({k: v for k, v in toml.items() if k != "family"}, where)
@@ -90,8 +90,11 @@ def build_config(family: str, cli: dict[str, Any], given: set[str], toml: dict[s
         TrainConfig(family=family, model=model, **values).validate()
     except UsageError as exc:
         raise UsageError(f"{where}: {exc}") from None
+    # An option neither given nor in the file takes the family's training default (TrainConfig applies
+    # it), not the command line's declared one.
+    family_set = set(family_defaults(family))
     for k, v in cli.items():
-        if k in given or k not in values:
+        if k in given or (k not in values and k not in family_set):
             values[k] = v
     model.update(values.pop("model", {}) or {})
     return TrainConfig(family=family, model=model, **{k: v for k, v in values.items() if k in names})

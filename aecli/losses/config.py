@@ -9,7 +9,7 @@ from typing import Any
 
 from aecli.options import need, option
 
-RECONS = ("l1", "mse", "bce")
+RECONS = ("l1", "mse", "bce", "gaussian")
 REDUCTIONS = ("mean", "sum")
 OBJECTIVES = ("default", "ldm")
 
@@ -19,7 +19,8 @@ class LossConfig:
     PANEL = "Losses"
 
     # bce needs outputs in [0, 1]: the trainer gives the model a sigmoid output for it
-    recon: str = option("mse", "Reconstruction loss: l1|mse|bce.")
+    recon: str = option("mse", "Reconstruction loss: l1|mse|bce|gaussian (gaussian: per-image fitted "
+                        "variance, maximises per-image PSNR).")
     # Applies to the reconstruction AND the KL term.
     reduction: str = option("mean", "mean: per element (the FFHQ ablation and the AE-vs-VAE comparison, seeds "
                             "000/001); sum: per image (the glasses VAE and the QuickDraw VAEs, seeds 002/004).")

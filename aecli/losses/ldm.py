@@ -57,7 +57,7 @@ class LDMLossConfig:
     def validate(self) -> None:
         if self.pixel not in PIXEL_LOSSES:
             raise UsageError(f"the LDM objective's pixel loss must be one of {', '.join(PIXEL_LOSSES)} "
-                             f"(--recon), got {self.pixel!r}")
+                             f"(--recon), got {self.pixel!r}; it learns its own variance, so use --recon l1 or mse")
         for name in ("reg_weight", "perceptual_weight", "disc_weight", "disc_factor"):
             if not getattr(self, name) >= 0:
                 raise UsageError(f"LDM objective: {name} must be >= 0, got {getattr(self, name)}")

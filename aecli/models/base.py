@@ -138,6 +138,9 @@ class Autoencoder(nn.Module):
     has_prior: ClassVar[bool] = False
     decodes_latent: ClassVar[bool] = True
     sample_refusal: ClassVar[str] = ""
+    # `aecli train` options this family trains best with, used where the user sets none (flat option name →
+    # value; the run's config.json records what was used). Seed recipes set every option explicitly.
+    train_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: BaseConfig) -> None:
         super().__init__()

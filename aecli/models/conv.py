@@ -76,7 +76,10 @@ def reject_classes(family: str, num_classes: int) -> None:
 @dataclass
 class ConvConfig(BaseConfig):
     arch: str = "residual"  # residual: the modern default; plain: the seeds' strided trunk (every seed recipe)
-    widths: tuple[int, ...] = ()  # one stage per width; () = from image_size (residual: 32, 64, … ≤ 256 to 4×4)
+    widths: tuple[int, ...] = ()  # one stage per width; () = from image_size: stem_width, 64, 128, ≤ 256 to 4×4
+    # First stage's width when widths are sized from image_size. 64, not 32: the full-resolution stage does
+    # the local work (the PCA path's refinement) and 64 wins at equal time (BENCHMARKS.md, "Model quality").
+    stem_width: int = 64
     blocks: int = 1  # residual: residual blocks per stage
     patch: int = 4  # residual: the stem reads p×p patches (1, 2 or 4)
     kernel_size: int = 4  # plain: 4: k4 s2 p1 (seeds 001/002); 3: k3 s2 p1 + output_padding 1 (seeds 003/004)
@@ -96,11 +99,14 @@ class ConvConfig(BaseConfig):
     # correction; image = PCA reconstruction + learned residual), fitted on the training images before the
     # first step, so training starts at the best linear autoencoder (BENCHMARKS.md, "Model quality").
     pca_path: bool = True
+    # PCA path: the decoder also sees the PCA image (space-to-depth at the stem's resolution), so its residual
+    # can be a local, translation-equivariant sharpening of it, which carries over to unseen images.
+    pca_refine: bool = True
 
     # Options added after checkpoints were first written, with the value that rebuilds those files: a saved
     # config without "arch" is the plain trunk (the only one there was). Only read when loading a checkpoint.
     # A residual checkpoint written before the PCA path existed has none.
-    LEGACY: ClassVar[dict[str, Any]] = {"arch": "plain", "pca_path": False}
+    LEGACY: ClassVar[dict[str, Any]] = {"arch": "plain", "pca_path": False, "pca_refine": False, "stem_width": 32}
     # Options that only the plain trunk reads: set on a residual model they would be silently ignored.
     PLAIN_ONLY: ClassVar[tuple[str, ...]] = ("kernel_size", "init", "final_conv", "unnormed", "valid_last")
 
@@ -124,7 +130,7 @@ class ConvConfig(BaseConfig):
         while side % 2 == 0 and side // 2 >= BOTTOM:  # halve down to 4×4 (7×7 for 28 px)
             side //= 2
             n += 1
-        return tuple(min(256, 32 * 2**i) for i in range(n))
+        return tuple(min(256, max(self.stem_width, 32 * 2**i)) for i in range(n))
 
     def linear_path(self) -> bool:
         """Whether the model has the PCA path: the option, on the residual trunk with a flat, signed code
@@ -151,7 +157,9 @@ class ConvConfig(BaseConfig):
         if self.widths:
             check_ints(widths=self.widths, latent_dim=self.latent_dim, blocks=self.blocks)
         else:
-            check_ints(latent_dim=self.latent_dim, blocks=self.blocks)
+            check_ints(latent_dim=self.latent_dim, blocks=self.blocks, stem_width=self.stem_width)
+            if self.stem_width > 1024:
+                raise UsageError(f"stem_width allows at most 1024 channels, got {self.stem_width}")
         if len(self.widths) > 10:
             raise UsageError(f"widths has {len(self.widths)} stages; at most 10 fit a 1024 px image")
         if self.blocks > 16:
@@ -168,8 +176,9 @@ class ConvConfig(BaseConfig):
             raise UsageError("blocks and patch only apply to arch='residual'")
         if isinstance(self.fc_hidden, bool) or not isinstance(self.fc_hidden, int) or self.fc_hidden < 0:
             raise UsageError(f"fc_hidden must be 0 (none) or a positive width, got {self.fc_hidden!r}")
-        if not isinstance(self.pca_path, bool):
-            raise UsageError(f"pca_path must be true or false, got {self.pca_path!r}")
+        for name in ("pca_path", "pca_refine"):
+            if not isinstance(getattr(self, name), bool):
+                raise UsageError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if not isinstance(self.fc_hidden_decoder, bool):
             raise UsageError(f"fc_hidden_decoder must be true or false, got {self.fc_hidden_decoder!r}")
         if self.kernel_size not in (3, 4):
@@ -326,6 +335,12 @@ class ConvTrunk(Autoencoder):
         self.register_buffer("pca_components", torch.zeros(cfg.latent_dim, d))  # orthonormal rows
         self.register_buffer("pca_scale", torch.ones(cfg.latent_dim))  # √variance of each component
         self.decoder[-1] = nn.Identity()  # the output is PCA + residual, clamped to the range (_decode)
+        if cfg.pca_refine:
+            # Added to the decoder's features where they reach the stem's resolution (after the last upsampling).
+            p = cfg.patch_size()
+            self.refine = nn.Conv2d(cfg.channels * p * p, cfg.stage_widths()[0], 3, 1, 1)
+            ups = [i for i, m in enumerate(self.decoder) if isinstance(m, nn.ConvTranspose2d)]
+            self._refine_at = ups[-1] + 1 if ups else 0
 
     @property
     def fits_data(self) -> bool:
@@ -405,7 +420,13 @@ class ConvTrunk(Autoencoder):
     def _decode(self, z: torch.Tensor) -> torch.Tensor:
         if not self.config.linear_path():
             return self.decoder(self.from_latent(z))
-        out = self.decoder(self.from_latent(z)) + self._linear_image(z)
+        linear = self._linear_image(z)
+        if self.config.pca_refine:
+            h = self.decoder[:self._refine_at](self.from_latent(z))
+            h = h + self.refine(nn.functional.pixel_unshuffle(linear, self.config.patch_size()))
+            out = self.decoder[self._refine_at:](h) + linear
+        else:
+            out = self.decoder(self.from_latent(z)) + linear
         # In range like the other outputs, but with the gradient of the unclamped sum (straight through): a
         # plain clamp would stop learning on every pixel where the PCA overshoots.
         return out + (out.clamp(*self.value_range) - out).detach()
@@ -427,6 +448,9 @@ class ConvAE(ConvTrunk):
     Config = ConvAEConfig
     description = "Convolutional autoencoder: strided conv encoder, transposed-conv decoder, flat or spatial code"
     seed = "001 Q1 AE; 002 §2 (TinyImageNet); 003 §1"
+    # Per-image fitted-variance loss: maximises the mean per-image PSNR, where MSE spends the model on the
+    # few hardest images and loses to PCA there (BENCHMARKS.md, "Model quality").
+    train_defaults = {"recon": "gaussian"}
 
     def encode(self, x: torch.Tensor) -> PointLatent:
         return PointLatent(self._features(x))
@@ -444,6 +468,9 @@ class ConvVAE(ConvTrunk):
     seed = "000 C1-C5; 001 Q1 VAE; 002 §3; 004 CNN-CNN and conditional VAE"
     has_prior = True
     heads = 2
+    # The negative ELBO in nats per image with a calibrated decoder (σ-VAE): β = 1 is then the real
+    # likelihood bound, and the decoder's fitted variance sets the balance that a hand-picked β would.
+    train_defaults = {"recon": "gaussian", "reduction": "sum"}
 
     def __init__(self, config: ConvConfig) -> None:
         super().__init__(config)

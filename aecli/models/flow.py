@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +64,7 @@ class FlowVAE(ConvVAE):
     Config = FlowVAEConfig
     description = "Conv VAE with K planar flows on the posterior sample (log-det term in the loss)"
     seed = "003 §2-§3"
+    train_defaults: ClassVar[dict[str, Any]] = {}  # seed 003's plain trunk: aecli train's own defaults
 
     def __init__(self, config: FlowVAEConfig) -> None:
         super().__init__(config)

@@ -19,6 +19,7 @@ from aecli.options import need, option, option_info
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULERS = ("none", "step", "cosine", "plateau")
 PRECISIONS = ("fp32", "bf16", "fp16")
+AUGMENTS = ("none", "hflip", "dihedral")  # aecli.data.augment
 DEFAULT_EPOCHS = 10
 
 
@@ -40,6 +41,8 @@ class DataConfig:
     channels: int | None = option(None, "1 or 3 (default: the data's).")
     val_count: int | None = option(None, "First N images are validation (the FFHQ ablation, seed 000: 1000).")
     val_fraction: float | None = option(None, "A fixed random fraction is validation (default 0.1).")
+    augment: str = option("none", "Random training-time transforms: none|hflip (mirror left-right)|dihedral "
+                          "(flips and quarter turns: photo crops, textures, microscopy).")
     strict_data: bool = option(False, "Unreadable images are an error instead of skipped.")
     cache: str | None = option(None, "Folder for the decoded uint8 image cache (reused across runs).",
                                envvar="AECLI_CACHE", resumable=True)
@@ -50,6 +53,7 @@ class DataConfig:
         need(self.val_fraction is None or 0 < self.val_fraction < 1,
              f"--val-fraction must be in (0, 1), got {self.val_fraction}")
         need(self.val_count is None or self.val_count >= 1, f"--val-count must be at least 1, got {self.val_count}")
+        need(self.augment in AUGMENTS, f"--augment must be one of {', '.join(AUGMENTS)}, got {self.augment!r}")
 
 
 @dataclass
@@ -189,10 +193,12 @@ class TrainConfig:
     def __init__(self, family: str, model: dict[str, Any] | None = None, *, command_line: str = "",
                  **options: Any) -> None:
         """``options``: whole sub-configs by their attribute (``loss=LossConfig(...)``, copied) and/or
-        single options by their flat name (``lr=1e-4``), which win."""
+        single options by their flat name (``lr=1e-4``), which win. An option in neither takes the family's
+        training default (``family_defaults``; with the default objective), else the option's own."""
         self.family = family
         self.model = dict(model or {})
         self.command_line = command_line
+        whole = {attr for attr in SECTIONS if options.get(attr) is not None}
         for attr, kind in SECTIONS.items():
             given = options.pop(attr, None)
             object.__setattr__(self, attr, dataclasses.replace(given) if given is not None else kind())
@@ -200,6 +206,10 @@ class TrainConfig:
             if name not in _OWNER:
                 raise TypeError(f"TrainConfig has no option {name!r}")
             setattr(self, name, value)
+        if self.loss.objective == "default":  # --objective ldm is its own recipe (learned variance, L1)
+            for name, value in family_defaults(family).items():
+                if name not in options and _OWNER[name] not in whole:
+                    setattr(self, name, value)
 
     def __getattr__(self, name: str) -> Any:  # only called for names that are not attributes
         if name in _OWNER:
@@ -249,6 +259,14 @@ class TrainConfig:
 
 
 _OWNER = {f.name: attr for attr, kind in SECTIONS.items() for f in dataclasses.fields(kind)}
+
+
+def family_defaults(family: str) -> dict[str, Any]:
+    """The training options a registered family trains best with (its ``train_defaults``, e.g. conv-ae's
+    ``recon="gaussian"``); {} for a name that is not a family (the model build names the problem)."""
+    from aecli.models.registry import list_models, get_family
+
+    return dict(get_family(family).train_defaults) if family in list_models() else {}
 
 
 def option_fields() -> dict[str, dataclasses.Field]:

@@ -26,6 +26,7 @@ import torch
 import aecli
 from aecli.checkpoint import save_model
 from aecli.data import to_model_input
+from aecli.data.augment import augment_batch
 from aecli.devices import resolve_device
 from aecli.errors import Interrupted, TrainingError, UsageError
 from aecli.images import save_grid
@@ -180,7 +181,8 @@ class Trainer:
         self.loader.set_epoch(c.epoch)
         window = [time.time(), 0]  # start time and images of the current log line
         for x_u8, labels in self.loader.iter_from(c.batch):
-            x = to_model_input(x_u8, self.spec.value_range)
+            x = augment_batch(to_model_input(x_u8, self.spec.value_range), cfg.augment, cfg.seed, c.step,
+                              self.dist.rank)
             if self.device.type == "cuda":
                 x = x.contiguous(memory_format=torch.channels_last)
             self.schedule.observe(c.step)  # --max-time: the cosine ends at the deadline
