@@ -17,7 +17,8 @@ over the whole run), and about the same parameter count (242k against 248k; prin
   trained with the same LDM objective (``conv-vae.ldm``: isolates the architecture), with aecli's
   default objective at LDM's weights (``conv-vae.sum``: ``--recon l1 --beta 1e-6 --reduction sum``, the
   same loss without the learned log-variance) and with aecli's default objective as it is
-  (``conv-vae.default``: MSE + 1.0 × KL, both per-element means).
+  (``conv-vae.default``: conv-vae's training defaults, since issue 16 ``--recon gaussian --reduction sum``
+  at β = 1; BENCHMARKS.md's row was measured before, with MSE + 1.0 × KL, both per-element means).
 
 Every run is trained by ``aecli.training.train`` (the `aecli train` code) for ``--steps`` steps,
 saving a checkpoint every ``--eval-every`` steps; each is scored on the data's validation split with

@@ -113,6 +113,7 @@ def aecli_train(folder: Path, w: dict, steps: int, device: torch.device, out: Pa
     epochs = max(1, -(-(steps + 5) // per_epoch))
     cfg = TrainConfig(family=w["family"], model=dict(w["model"]), data=str(folder), image_size=w["size"],
                       channels=w["channels"], epochs=epochs, batch_size=w["batch"], lr=1e-3, out=str(out),
+                      recon="mse",  # the plain loop's loss (conv-ae's own default is gaussian)
                       log_every=max(1, steps // 4), device=str(device), grid_size=4,
                       precision=w.get("precision", "fp32") if device.type == "cuda" else "fp32")
     t0 = time.perf_counter()

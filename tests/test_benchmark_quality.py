@@ -49,3 +49,22 @@ def test_quality_benchmark_runs_on_a_tiny_budget(tmp_path: Path) -> None:
     # --max-time 1 stops inside the first epoch: the weights at the deadline are the checkpoint scored.
     assert (tmp_path / "runs" / "conv-ae" / "last.safetensors").exists()
     assert re.search(r"^\| conv-ae \| 4 \| [\d,]+ \| [1-9]\d* \|", res.stdout, re.M), res.stdout  # steps taken
+
+
+@pytest.mark.slow
+def test_digit_samples_script_scores_real_digits_above_noise(tmp_path: Path, one_thread: None) -> None:
+    from aecli.training import TrainConfig, train
+
+    train(TrainConfig(family="conv-vae", data="digits", max_steps=1, batch_size=16, out=str(tmp_path / "run"),
+                      model={"latent_dim": 4}, workers=1))
+    script = SCRIPT.parent / "digit_samples.py"
+    res = subprocess.run([sys.executable, str(script), str(tmp_path / "run" / "last.safetensors"), "--n", "40"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    acc = float(re.search(r"validation accuracy ([\d.]+)", res.stdout).group(1))
+    assert acc > 0.9  # the classifier knows real digits
+    rows = {m.group(1): [float(v) for v in m.groups()[2:]] for m in re.finditer(
+        r"^\| (validation digits|conv-vae prior samples|PCA-4 Gaussian samples) \| (\d+) \| ([\d.]+) \| ([\d.]+) \| "
+        r"([\d.]+) \|$", res.stdout, re.M)}
+    assert set(rows) == {"validation digits", "conv-vae prior samples", "PCA-4 Gaussian samples"}, res.stdout
+    assert rows["validation digits"][1] > 0.8 and all(0.1 <= r[1] <= 1 and 0 <= r[0] <= 1 for r in rows.values())
